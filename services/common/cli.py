@@ -1,0 +1,105 @@
+"""The suite's commands, added to ``keel`` through the ``keel.commands`` entry points:
+``keel up`` and ``keel <service> serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from services.common.service import ServiceSpec, run
+from services.common.supervisor import Child, Supervisor, run_until_signalled
+
+# Every service of the suite, in start order, with the issue that builds it.
+SERVICES = {"registry": 3, "inference": 4, "monitor": 5}
+EXIT_NOTHING_TO_RUN = 3
+
+PortOption = Annotated[int | None, typer.Option("--port", help="gRPC port; 0 picks a free one.")]
+HostOption = Annotated[str | None, typer.Option("--host", help="Interface to listen on.")]
+MetricsOption = Annotated[
+    int | None, typer.Option("--metrics-port", help="Prometheus port; 0 turns metrics off.")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder for embedded defaults.")
+]
+ReadyOption = Annotated[
+    Path | None,
+    typer.Option("--ready-file", help="Write the bound address here as JSON once serving."),
+]
+
+
+def service_spec(name: str) -> ServiceSpec[Any] | None:
+    """The spec of a service that is built, else None (its module does not exist yet)."""
+    module = f"services.{name}.service"
+    if importlib.util.find_spec(module) is None:
+        return None
+    spec: ServiceSpec[Any] = importlib.import_module(module).SPEC
+    return spec
+
+
+def serve_app(name: str) -> typer.Typer:
+    """``keel <name> serve``; says which issue brings the service while it is not built."""
+    app = typer.Typer(help=f"The {name} service.", no_args_is_help=True)
+
+    @app.command("serve")
+    def serve(
+        port: PortOption = None,
+        host: HostOption = None,
+        metrics_port: MetricsOption = None,
+        data_dir: DataDirOption = None,
+        ready_file: ReadyOption = None,
+    ) -> None:
+        """Start the service and run until SIGTERM or Ctrl-C."""
+        spec = service_spec(name)
+        if spec is None:
+            typer.echo(f"keel: the {name} service is not built yet (issue #{SERVICES[name]})", err=True)
+            raise typer.Exit(EXIT_NOTHING_TO_RUN)
+        flags: dict[str, Any] = {"port": port, "host": host, "data_dir": data_dir}
+        if metrics_port is not None:
+            flags["metrics_port"] = metrics_port or None
+        overrides = {key: value for key, value in flags.items() if key == "metrics_port" or value is not None}
+        run(spec, spec.settings(**overrides), ready_file)
+
+    return app
+
+
+def up(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Folder for databases and artifacts.")] = Path(".keel"),
+    registry_port: Annotated[int, typer.Option("--registry-port")] = 50051,
+    inference_port: Annotated[int, typer.Option("--inference-port")] = 50052,
+    monitor_port: Annotated[int, typer.Option("--monitor-port")] = 50053,
+) -> None:
+    """Start every service that is built, each as its own process; Ctrl-C stops them all."""
+    ports = {"registry": registry_port, "inference": inference_port, "monitor": monitor_port}
+    built = [name for name in SERVICES if service_spec(name) is not None]
+    if not built:
+        pending = ", ".join(f"{name} (issue #{issue})" for name, issue in SERVICES.items())
+        typer.echo(f"keel: no service is built yet; still to come: {pending}", err=True)
+        raise typer.Exit(EXIT_NOTHING_TO_RUN)
+    data_dir = data_dir.resolve()
+    children = [
+        Child(
+            name=name,
+            argv=[sys.executable, "-m", "keel", name, "serve", "--port", str(ports[name]),
+                  "--data-dir", str(data_dir / name),
+                  "--ready-file", str(data_dir / "run" / f"{name}.json")],
+            ready_file=data_dir / "run" / f"{name}.json",
+            env_from=_peer_addresses,
+        )
+        for name in built
+    ]
+    raise typer.Exit(asyncio.run(run_until_signalled(Supervisor(children))))
+
+
+def _peer_addresses(started: Any) -> dict[str, str]:
+    """Tell each later service where the earlier ones listen (``KEEL_<SVC>_<PEER>_ADDRESS``)."""
+    env: dict[str, str] = {}
+    for consumer in SERVICES:
+        for peer, listening in started.items():
+            env[f"KEEL_{consumer.upper()}_{peer.upper()}_ADDRESS"] = listening.address
+    return env

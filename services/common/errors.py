@@ -1,0 +1,164 @@
+"""One exception hierarchy for every Keel service, and one table from it to gRPC codes.
+
+Domain code raises these; the error interceptor (``interceptors.py``) turns them into a
+status code, the message, and ``google.rpc`` details. Anything not in the table becomes
+INTERNAL with a generic message: no stack trace or SQL ever reaches a caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "keel.dev"
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request: where it is and what was expected."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error a Keel service reports to its caller on purpose.
+
+    ``message`` is sent to the caller as is, so it must name the thing and the
+    expectation (``input 'age': expected FP32 [N, 1], got BYTES [3]``). ``reason`` is a
+    stable UPPER_SNAKE identifier sent as ``google.rpc.ErrorInfo`` for programs.
+    """
+
+    reason = "DOMAIN_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        violations: Sequence[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.violations = tuple(violations)
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(DomainError):
+    """The request itself is wrong, whatever the state of the system."""
+
+    reason = "INVALID_ARGUMENT"
+
+
+class NotFound(DomainError):
+    """A named resource does not exist."""
+
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    """A resource with that name already exists."""
+
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in a state where the request can be carried out."""
+
+    reason = "FAILED_PRECONDITION"
+
+
+class Conflict(DomainError):
+    """A compare-and-set lost a race (the caller may re-read and retry)."""
+
+    reason = "ABORTED"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but not allowed to do this."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(DomainError):
+    """The caller did not prove who it is."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(DomainError):
+    """A limit was reached (size, rate, quota)."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(DomainError):
+    """A dependency is down for now; retrying later may succeed."""
+
+    reason = "UNAVAILABLE"
+
+
+StatusTable = Mapping[type[DomainError], grpc.StatusCode]
+
+STATUS_TABLE: StatusTable = MappingProxyType({
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Conflict: grpc.StatusCode.ABORTED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+})
+
+
+def status_code_for(error: DomainError, table: StatusTable = STATUS_TABLE) -> grpc.StatusCode:
+    """The code of the nearest class of ``error`` in ``table`` (subclasses inherit)."""
+    for cls in type(error).__mro__:
+        if issubclass(cls, DomainError) and cls in table:
+            return table[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _packed(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
+
+
+def rich_status(error: DomainError, table: StatusTable = STATUS_TABLE) -> status_pb2.Status:
+    """``google.rpc.Status`` for ``error``: code, message, ErrorInfo and BadRequest."""
+    code = status_code_for(error, table)
+    details = [
+        _packed(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
+    ]
+    if error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_packed(bad_request))
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+def internal_status() -> status_pb2.Status:
+    """The generic answer to an error nobody planned for."""
+    return status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)

@@ -1,0 +1,68 @@
+"""Tracing and metrics setup: OpenTelemetry traces, Prometheus metrics on a side port.
+
+Nothing here is global: a ``TracerProvider`` and a Prometheus ``CollectorRegistry`` are
+made per process (or per test) and passed to whatever needs them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry.instrumentation.grpc import filters
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry, start_http_server
+
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+# Infrastructure services are neither traced nor counted as the service's own calls.
+INFRASTRUCTURE_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+
+def traced_calls() -> Callable[[grpc.HandlerCallDetails], bool]:
+    """The filter OpenTelemetry's interceptors take: every call but infrastructure ones."""
+    return filters.negate(  # type: ignore[no-any-return]
+        filters.any_of(*(filters.service_name(name) for name in INFRASTRUCTURE_SERVICES))
+    )
+
+
+def tracer_provider(service_name: str) -> TracerProvider:
+    """A provider naming ``service_name``; it exports by OTLP when the standard
+    ``OTEL_EXPORTER_OTLP_*ENDPOINT`` variable is set, and records nothing otherwise."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if any(os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+@dataclass
+class MetricsEndpoint:
+    """A running Prometheus endpoint; ``close()`` stops it."""
+
+    port: int
+    close: Callable[[], None]
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int | None) -> MetricsEndpoint | None:
+    """Serve ``registry`` at ``http://host:port/metrics``; None turns it off and 0 binds
+    a free port (the ``serve`` commands map ``--metrics-port 0`` to None)."""
+    if port is None:
+        return None
+    httpd, thread = start_http_server(port, addr=host, registry=registry)
+
+    def close() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+    return MetricsEndpoint(port=httpd.server_port, close=close)

@@ -1,0 +1,69 @@
+# Keel: every target sets up what it needs (.venv, node_modules) and is idempotent.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+BUF := node_modules/.bin/buf
+PYTEST := $(PY) -m pytest
+TYPED := services clients/python/keel tools tests
+
+.PHONY: help run test check lint format protos bench unit integration e2e load faults fuzz clean
+
+help:
+	@echo "make run     set up and start the suite (keel up) with a demo model"
+	@echo "make test    set up and run every tier: lint, types, buf, unit, integration, e2e, load, faults, fuzz"
+	@echo "make check   the quick loop: lint + unit + integration"
+	@echo "make lint    ruff, ruff format --check, mypy --strict, stale stubs, buf lint/format/breaking"
+	@echo "make protos  regenerate the Python stubs in clients/python from protos/"
+	@echo "make bench   print benchmark figures and ratios"
+
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e clients/python -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(VENV)/.installed
+tools-js: node_modules/.installed
+
+protos: $(VENV)/.installed
+	$(PY) tools/protos.py
+
+lint: $(VENV)/.installed node_modules/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(PY) tools/protos.py --check
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	BUF=$(BUF) tools/buf_breaking.sh
+
+format: $(VENV)/.installed node_modules/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BUF) format -w
+
+unit integration e2e load faults fuzz: $(VENV)/.installed
+	$(PYTEST) -m $@
+
+check: lint
+	$(PYTEST) -m "unit or integration"
+
+test: lint
+	$(PYTEST)
+
+run: $(VENV)/.installed
+	$(BIN)/keel up
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,49 @@
+"""Start real service processes the way a user does, and wait for their ready files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from services.common.service import Listening, read_ready_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment, with the repository importable (for ``tests.support``)."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        list(argv),
+        cwd=ROOT,
+        env=python_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str], ready_file: Path, timeout_s: float = 30) -> Listening:
+    deadline = time.monotonic() + timeout_s
+    while not ready_file.exists():
+        if proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"process exited with {proc.returncode} before ready:\n{output}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no ready file {ready_file} after {timeout_s}s")
+        time.sleep(0.05)
+    return read_ready_file(ready_file)
+
+
+def probe_argv(ready_file: Path) -> list[str]:
+    return [sys.executable, "-m", "tests.support.probe", str(ready_file)]

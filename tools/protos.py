@@ -77,7 +77,9 @@ def check() -> int:
         expected, actual = generated_files(fresh), generated_files(CLIENT)
         stale = sorted(str(p) for p in expected ^ actual)
         stale += sorted(
-            str(p) for p in expected & actual if not filecmp.cmp(fresh / p, CLIENT / p, shallow=False)
+            str(p)
+            for p in expected & actual
+            if not filecmp.cmp(fresh / p, CLIENT / p, shallow=False)
         )
     if stale:
         print("generated stubs differ from protos/; run `make protos` and commit:", file=sys.stderr)
@@ -90,7 +92,9 @@ def check() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the committed stubs are stale")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the committed stubs are stale"
+    )
     if parser.parse_args().check:
         return check()
     clean(CLIENT)

@@ -73,7 +73,9 @@ def create_channel(
         ("grpc.max_receive_message_length", policy.max_message_bytes),
         ("grpc.max_send_message_length", policy.max_message_bytes),
     ]
-    interceptors = aio_client_interceptors(tracer_provider=tracer_provider)
+    interceptors = aio_client_interceptors(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider
+    )
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

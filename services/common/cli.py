@@ -57,19 +57,25 @@ def serve_app(name: str) -> typer.Typer:
         """Start the service and run until SIGTERM or Ctrl-C."""
         spec = service_spec(name)
         if spec is None:
-            typer.echo(f"keel: the {name} service is not built yet (issue #{SERVICES[name]})", err=True)
+            typer.echo(
+                f"keel: the {name} service is not built yet (issue #{SERVICES[name]})", err=True
+            )
             raise typer.Exit(EXIT_NOTHING_TO_RUN)
         flags: dict[str, Any] = {"port": port, "host": host, "data_dir": data_dir}
         if metrics_port is not None:
             flags["metrics_port"] = metrics_port or None
-        overrides = {key: value for key, value in flags.items() if key == "metrics_port" or value is not None}
+        overrides = {
+            key: value for key, value in flags.items() if key == "metrics_port" or value is not None
+        }
         run(spec, spec.settings(**overrides), ready_file)
 
     return app
 
 
 def up(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Folder for databases and artifacts.")] = Path(".keel"),
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Folder for databases and artifacts.")
+    ] = Path(".keel"),
     registry_port: Annotated[int, typer.Option("--registry-port")] = 50051,
     inference_port: Annotated[int, typer.Option("--inference-port")] = 50052,
     monitor_port: Annotated[int, typer.Option("--monitor-port")] = 50053,
@@ -85,9 +91,19 @@ def up(
     children = [
         Child(
             name=name,
-            argv=[sys.executable, "-m", "keel", name, "serve", "--port", str(ports[name]),
-                  "--data-dir", str(data_dir / name),
-                  "--ready-file", str(data_dir / "run" / f"{name}.json")],
+            argv=[
+                sys.executable,
+                "-m",
+                "keel",
+                name,
+                "serve",
+                "--port",
+                str(ports[name]),
+                "--data-dir",
+                str(data_dir / name),
+                "--ready-file",
+                str(data_dir / "run" / f"{name}.json"),
+            ],
             ready_file=data_dir / "run" / f"{name}.json",
             env_from=_peer_addresses,
         )

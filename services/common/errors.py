@@ -107,19 +107,28 @@ class Unavailable(DomainError):
     reason = "UNAVAILABLE"
 
 
+class Unimplemented(DomainError):
+    """The contract has the method, but this server does not offer it."""
+
+    reason = "UNIMPLEMENTED"
+
+
 StatusTable = Mapping[type[DomainError], grpc.StatusCode]
 
-STATUS_TABLE: StatusTable = MappingProxyType({
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    Conflict: grpc.StatusCode.ABORTED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-})
+STATUS_TABLE: StatusTable = MappingProxyType(
+    {
+        InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+        NotFound: grpc.StatusCode.NOT_FOUND,
+        AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+        FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+        Conflict: grpc.StatusCode.ABORTED,
+        PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+        Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+        ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Unavailable: grpc.StatusCode.UNAVAILABLE,
+        Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 def status_code_for(error: DomainError, table: StatusTable = STATUS_TABLE) -> grpc.StatusCode:

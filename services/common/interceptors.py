@@ -26,10 +26,11 @@ from services.common.errors import (
     internal_status,
     rich_status,
 )
+from services.common.rpc import Context, Handler
 
 log = logging.getLogger(__name__)
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
 Behavior = Callable[..., Any]
 Wrap = Callable[[Behavior, str], Behavior]
 
@@ -42,7 +43,7 @@ _HANDLER_FACTORY = {
 }
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, method: str, wrap: Wrap) -> grpc.RpcMethodHandler:
+def _rewrap(handler: Handler, method: str, wrap: Wrap) -> Handler:
     """The same handler with its behaviour passed through ``wrap``."""
     for kind in _KINDS:
         behavior = getattr(handler, kind)
@@ -51,7 +52,7 @@ def _rewrap(handler: grpc.RpcMethodHandler, method: str, wrap: Wrap) -> grpc.Rpc
         wrapped = wrap(behavior, method)
         if wrapped is behavior:
             return handler
-        factory: Callable[..., grpc.RpcMethodHandler] = _HANDLER_FACTORY[kind]
+        factory: Callable[..., Handler] = _HANDLER_FACTORY[kind]
         return factory(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -60,10 +61,10 @@ def _rewrap(handler: grpc.RpcMethodHandler, method: str, wrap: Wrap) -> grpc.Rpc
     return handler
 
 
-class _Interceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
+class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    async def intercept_service(  # type: ignore[override]  # None: no such method
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -79,18 +80,18 @@ class ErrorInterceptor(_Interceptor):
     def __init__(self, table: StatusTable = STATUS_TABLE) -> None:
         self._table = table
 
-    async def _abort(self, error: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _abort(self, error: Exception, context: Context, method: str) -> None:
         if isinstance(error, DomainError):
             status = rich_status(error, self._table)
         else:
             log.exception("unhandled error in %s", method, exc_info=error)
             status = internal_status()
-        await context.abort_with_status(rpc_status.to_status(status))
+        await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
 
     def wrap(self, behavior: Behavior, method: str) -> Behavior:
         if inspect.isasyncgenfunction(behavior):
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
                     async for response in behavior(request, context):
                         yield response
@@ -102,7 +103,7 @@ class ErrorInterceptor(_Interceptor):
             return stream
         if inspect.iscoroutinefunction(behavior):
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(request: Any, context: Context) -> Any:
                 try:
                     return await behavior(request, context)
                 except grpc.aio.AbortError:
@@ -138,13 +139,15 @@ class RpcMetrics:
         self.duration.labels(self.service, method).observe(seconds)
 
 
-def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code
     if error is None:
         return grpc.StatusCode.OK
-    return grpc.StatusCode.CANCELLED if isinstance(error, GeneratorExit) else grpc.StatusCode.UNKNOWN
+    return (
+        grpc.StatusCode.CANCELLED if isinstance(error, GeneratorExit) else grpc.StatusCode.UNKNOWN
+    )
 
 
 class MetricsInterceptor(_Interceptor):
@@ -157,7 +160,7 @@ class MetricsInterceptor(_Interceptor):
         observe = self._metrics.observe
         if inspect.isasyncgenfunction(behavior):
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 started, error = time.perf_counter(), None
                 try:
                     async for response in behavior(request, context):
@@ -171,7 +174,7 @@ class MetricsInterceptor(_Interceptor):
             return stream
         if inspect.iscoroutinefunction(behavior):
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(request: Any, context: Context) -> Any:
                 started, error = time.perf_counter(), None
                 try:
                     return await behavior(request, context)

@@ -86,7 +86,9 @@ def build_server(
 ) -> tuple[KeelServer, int]:
     """Build and bind the server; call ``start()`` on it within the event loop."""
     interceptors = [
-        aio_server_interceptor(tracer_provider=tracer_provider, filter_=traced_calls()),
+        aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=tracer_provider, filter_=traced_calls()
+        ),
         MetricsInterceptor(RpcMetrics(deps.metrics, deps.name)),
         ErrorInterceptor(deps.status_table),
     ]
@@ -97,7 +99,11 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = tuple(binding.name for binding in deps.services)
     reflection.enable_server_reflection(
-        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     try:

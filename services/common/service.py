@@ -100,9 +100,8 @@ async def serve(spec: ServiceSpec[S], settings: S, ready_file: Path | None = Non
             server, port = build_server(settings, tracer_provider=provider, deps=deps)
             await server.start()
             endpoint = serve_metrics(metrics, settings.host, settings.metrics_port)
-            listening = Listening(
-                spec.name, settings.host, port, endpoint and endpoint.port, os.getpid()
-            )
+            metrics_port = endpoint.port if endpoint is not None else None
+            listening = Listening(spec.name, settings.host, port, metrics_port, os.getpid())
             print(listening.line(), flush=True)
             if ready_file is not None:
                 write_ready_file(ready_file, listening)

@@ -54,7 +54,9 @@ async def _pump(name: str, stream: asyncio.StreamReader, out: TextIO, width: int
 class Supervisor:
     """Starts, watches and stops a list of children."""
 
-    def __init__(self, children: Sequence[Child], *, out: TextIO = sys.stdout, grace_s: float = 15.0):
+    def __init__(
+        self, children: Sequence[Child], *, out: TextIO = sys.stdout, grace_s: float = 15.0
+    ):
         self._children = children
         self._out = out
         self._grace_s = grace_s
@@ -77,7 +79,9 @@ class Supervisor:
             start_new_session=True,
         )
         assert proc.stdout is not None
-        self._pumps.append(asyncio.create_task(_pump(child.name, proc.stdout, self._out, self._width)))
+        self._pumps.append(
+            asyncio.create_task(_pump(child.name, proc.stdout, self._out, self._width))
+        )
         self._procs[child.name] = proc
         return proc
 

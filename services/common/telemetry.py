@@ -29,7 +29,7 @@ INFRASTRUCTURE_SERVICES = (
 
 def traced_calls() -> Callable[[grpc.HandlerCallDetails], bool]:
     """The filter OpenTelemetry's interceptors take: every call but infrastructure ones."""
-    return filters.negate(  # type: ignore[no-any-return]
+    return filters.negate(
         filters.any_of(*(filters.service_name(name) for name in INFRASTRUCTURE_SERVICES))
     )
 
@@ -53,7 +53,9 @@ class MetricsEndpoint:
     close: Callable[[], None]
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int | None) -> MetricsEndpoint | None:
+def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int | None
+) -> MetricsEndpoint | None:
     """Serve ``registry`` at ``http://host:port/metrics``; None turns it off and 0 binds
     a free port (the ``serve`` commands map ``--metrics-port 0`` to None)."""
     if port is None:

@@ -39,7 +39,9 @@ def test_process_reports_its_port_and_serves_metrics(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{listening.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as page:
             text = page.read().decode()
-        assert 'keel_rpc_server_calls_total{code="OK",method="/inference.GRPCInferenceService/ServerLive",service="probe"} 1.0' in text
+        method = "/inference.GRPCInferenceService/ServerLive"
+        sample = f'keel_rpc_server_calls_total{{code="OK",method="{method}",service="probe"}} 1.0'
+        assert sample in text
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
@@ -79,7 +81,9 @@ def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(tmp_path: Pa
 
 def test_supervisor_runs_children_as_one_and_stops_them_all(tmp_path: Path) -> None:
     children = [
-        Child(name, probe_argv(tmp_path / f"{name}.json"), tmp_path / f"{name}.json", env=python_env())
+        Child(
+            name, probe_argv(tmp_path / f"{name}.json"), tmp_path / f"{name}.json", env=python_env()
+        )
         for name in ("alpha", "beta")
     ]
     out = io.StringIO()
@@ -109,7 +113,9 @@ def test_supervisor_runs_children_as_one_and_stops_them_all(tmp_path: Path) -> N
 def test_supervisor_stops_the_others_when_one_child_dies(tmp_path: Path) -> None:
     crash = [sys.executable, "-c", "import sys; print('boom'); sys.exit(7)"]
     children = [
-        Child("alpha", probe_argv(tmp_path / "alpha.json"), tmp_path / "alpha.json", env=python_env()),
+        Child(
+            "alpha", probe_argv(tmp_path / "alpha.json"), tmp_path / "alpha.json", env=python_env()
+        ),
         Child("broken", crash, tmp_path / "broken.json"),
     ]
     out = io.StringIO()

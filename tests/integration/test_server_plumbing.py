@@ -89,7 +89,7 @@ async def test_domain_error_arrives_with_code_message_and_details(probe: grpc.ai
         await call
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == "model 'churn' not found"
-    status = await rpc_status.aio.from_call(call)
+    status = await rpc_status.aio.from_call(call)  # type: ignore[attr-defined]
     assert status is not None
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
@@ -106,7 +106,7 @@ async def test_invalid_argument_names_the_field(probe: grpc.aio.Channel) -> None
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = await rpc_status.aio.from_call(call)
+    status = await rpc_status.aio.from_call(call)  # type: ignore[attr-defined]
     assert status is not None
     bad = error_details_pb2.BadRequest()
     assert any(detail.Unpack(bad) for detail in status.details)
@@ -166,7 +166,7 @@ async def test_client_server_server_spans_share_one_trace(
         finally:
             await front.stop(None)
     finally:
-        await back_channel.close()
+        await back_channel.close(None)
         await back.stop(None)
 
     spans = {(s.kind, s.name): s for s in exporter.get_finished_spans()}

@@ -45,7 +45,9 @@ def build_app() -> typer.Typer:
         try:
             command = entry.load()
         except Exception as error:  # noqa: BLE001 - a broken plugin must not break `keel`
-            print(f"keel: skipping command {entry.name!r} ({entry.value}): {error}", file=sys.stderr)
+            print(
+                f"keel: skipping command {entry.name!r} ({entry.value}): {error}", file=sys.stderr
+            )
             continue
         if isinstance(command, typer.Typer):
             app.add_typer(command, name=entry.name)

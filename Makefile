@@ -26,6 +26,15 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install --quiet -e clients/python -e '.[dev]'
 	touch $@
 
+# tritonclient pins protobuf < 7 and registers the same `inference.*` proto names as Keel's
+# stubs: it gets a venv of its own and runs as a subprocess (tests/compat).
+COMPAT := .venv-compat
+$(COMPAT)/.installed: Makefile
+	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.0'
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -50,13 +59,15 @@ format: $(VENV)/.installed node_modules/.installed
 	$(BIN)/ruff format .
 	$(BUF) format -w
 
-unit integration e2e load faults fuzz: $(VENV)/.installed
+TEST_SETUP := $(VENV)/.installed node_modules/.installed $(COMPAT)/.installed
+
+unit integration e2e load faults fuzz: $(TEST_SETUP)
 	$(PYTEST) -m $@
 
-check: lint
+check: lint $(TEST_SETUP)
 	$(PYTEST) -m "unit or integration"
 
-test: lint
+test: lint $(TEST_SETUP)
 	$(PYTEST)
 
 run: $(VENV)/.installed
@@ -66,4 +77,4 @@ bench: $(VENV)/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(COMPAT) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

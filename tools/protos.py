@@ -70,21 +70,21 @@ def clean(root: Path) -> None:
         (root / relative).unlink()
 
 
-def check() -> int:
+def check(target: Path) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         fresh = Path(scratch)
         generate(fresh)
-        expected, actual = generated_files(fresh), generated_files(CLIENT)
+        expected, actual = generated_files(fresh), generated_files(target)
         stale = sorted(str(p) for p in expected ^ actual)
         stale += sorted(
             str(p)
             for p in expected & actual
-            if not filecmp.cmp(fresh / p, CLIENT / p, shallow=False)
+            if not filecmp.cmp(fresh / p, target / p, shallow=False)
         )
     if stale:
         print("generated stubs differ from protos/; run `make protos` and commit:", file=sys.stderr)
         for path in stale:
-            print(f"  clients/python/{path}", file=sys.stderr)
+            print(f"  {target / path}", file=sys.stderr)
         return 1
     print("generated stubs are up to date")
     return 0
@@ -93,12 +93,14 @@ def check() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--check", action="store_true", help="fail if the committed stubs are stale"
+        "--check", action="store_true", help="fail if the stubs in --out are stale"
     )
-    if parser.parse_args().check:
-        return check()
-    clean(CLIENT)
-    generate(CLIENT)
+    parser.add_argument("--out", type=Path, default=CLIENT, help="where the stubs live")
+    args = parser.parse_args()
+    if args.check:
+        return check(args.out)
+    clean(args.out)
+    generate(args.out)
     return 0
 
 

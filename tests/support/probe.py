@@ -7,7 +7,8 @@ service exists. It is test code: nothing in the suite imports it.
 - ModelMetadata raises InvalidArgument with a field violation.
 - ServerMetadata raises an unplanned error whose text must never reach the caller.
 - ModelInfer sleeps for the request parameter `sleep_s`, then, when the probe has a
-  downstream channel, asks the downstream probe ServerLive (a server → server hop).
+  downstream channel, asks the downstream probe ServerLive (a server → server hop);
+  it answers with the request's parameters echoed.
 - The Triton extensions answer UNIMPLEMENTED.
 """
 
@@ -80,7 +81,10 @@ class ProbeServicer(oip_grpc.GRPCInferenceServiceServicer):
         await asyncio.sleep(request.parameters["sleep_s"].double_param)
         if self._downstream is not None:
             await self._downstream.ServerLive(oip.ServerLiveRequest())
-        return oip.ModelInferResponse(model_name=request.model_name, id=request.id)
+        response = oip.ModelInferResponse(model_name=request.model_name, id=request.id)
+        for key, value in request.parameters.items():
+            response.parameters[key].CopyFrom(value)
+        return response
 
     async def ModelStatistics(
         self, request: oip.ModelStatisticsRequest, context: Context

@@ -96,7 +96,9 @@ class Metric(_message.Message):
     name: _builtins.str
     """Metric name, one of Keel's canonical names: `accuracy`, `precision`, `recall`,
     `f1`, `roc_auc`, `log_loss`, `rmse`, `mae`, `r2`, `demographic_parity_difference`,
-    `demographic_parity_ratio`, `equalized_odds_difference` (others are kept as given).
+    `demographic_parity_ratio`, `equalized_odds_difference`; per group also
+    `selection_rate`, `true_positive_rate`, `false_positive_rate`; for live traffic
+    also `mean_prediction` (other names are kept as given).
     """
     value: _builtins.float
     """The value."""
@@ -105,7 +107,13 @@ class Metric(_message.Message):
     stddev: _builtins.float
     """Standard deviation across cross-validation folds, when known."""
     group: _builtins.str
-    """Group it was computed for, as `feature=value` (e.g. `sex=female`); empty for all rows."""
+    """Rows it was computed for: empty for all rows; `feature=value` (e.g. `sex=female`)
+    for one group's figure (`selection_rate`, `true_positive_rate`,
+    `false_positive_rate`, or any metric above restricted to the group); the feature
+    alone (e.g. `sex`) for a disparity across its groups
+    (`demographic_parity_difference`, `demographic_parity_ratio`,
+    `equalized_odds_difference`).
+    """
     sample_count: _builtins.int
     """Rows it was computed from."""
     def __init__(

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from keel.common.v1 import schema_pb2 as keel_dot_common_dot_v1_dot_schema__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckeel/common/v1/profile.proto\x12\x0ekeel.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkeel/common/v1/schema.proto\"\xcd\x01\n\x10ReferenceProfile\x12\x11\n\trow_count\x18\x01 \x01(\x03\x12\x30\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1e.keel.common.v1.FeatureProfile\x12\x32\n\nprediction\x18\x03 \x01(\x0b\x32\x1e.keel.common.v1.FeatureProfile\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\"\xde\x01\n\x0e\x46\x65\x61tureProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.keel.common.v1.FeatureKind\x12\x15\n\rmissing_count\x18\x03 \x01(\x03\x12\x31\n\x07numeric\x18\x04 \x01(\x0b\x32\x1e.keel.common.v1.NumericProfileH\x00\x12\x39\n\x0b\x63\x61tegorical\x18\x05 \x01(\x0b\x32\".keel.common.v1.CategoricalProfileH\x00\x42\x0e\n\x0c\x64istribution\"\x9c\x01\n\x0eNumericProfile\x12\x11\n\tbin_edges\x18\x01 \x03(\x01\x12\x12\n\nbin_counts\x18\x02 \x03(\x03\x12+\n\tquantiles\x18\x03 \x03(\x0b\x32\x18.keel.common.v1.Quantile\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x12\x0c\n\x04mean\x18\x06 \x01(\x01\x12\x0e\n\x06stddev\x18\x07 \x01(\x01\"(\n\x08Quantile\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01\"G\n\x12\x43\x61tegoricalProfile\x12\x31\n\ncategories\x18\x01 \x03(\x0b\x32\x1d.keel.common.v1.CategoryCount\"-\n\rCategoryCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckeel/common/v1/profile.proto\x12\x0ekeel.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bkeel/common/v1/schema.proto\"\xfc\x01\n\x10ReferenceProfile\x12\x11\n\trow_count\x18\x01 \x01(\x03\x12\x30\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1e.keel.common.v1.FeatureProfile\x12\x32\n\nprediction\x18\x03 \x01(\x0b\x32\x1e.keel.common.v1.FeatureProfile\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\x12-\n\x05label\x18\x06 \x01(\x0b\x32\x1e.keel.common.v1.FeatureProfile\"\xde\x01\n\x0e\x46\x65\x61tureProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.keel.common.v1.FeatureKind\x12\x15\n\rmissing_count\x18\x03 \x01(\x03\x12\x31\n\x07numeric\x18\x04 \x01(\x0b\x32\x1e.keel.common.v1.NumericProfileH\x00\x12\x39\n\x0b\x63\x61tegorical\x18\x05 \x01(\x0b\x32\".keel.common.v1.CategoricalProfileH\x00\x42\x0e\n\x0c\x64istribution\"\x9c\x01\n\x0eNumericProfile\x12\x11\n\tbin_edges\x18\x01 \x03(\x01\x12\x12\n\nbin_counts\x18\x02 \x03(\x03\x12+\n\tquantiles\x18\x03 \x03(\x0b\x32\x18.keel.common.v1.Quantile\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x12\x0c\n\x04mean\x18\x06 \x01(\x01\x12\x0e\n\x06stddev\x18\x07 \x01(\x01\"(\n\x08Quantile\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05value\x18\x02 \x01(\x01\"G\n\x12\x43\x61tegoricalProfile\x12\x31\n\ncategories\x18\x01 \x03(\x0b\x32\x1d.keel.common.v1.CategoryCount\"-\n\rCategoryCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keel.common.v1.profile_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REFERENCEPROFILE']._serialized_start=111
-  _globals['_REFERENCEPROFILE']._serialized_end=316
-  _globals['_FEATUREPROFILE']._serialized_start=319
-  _globals['_FEATUREPROFILE']._serialized_end=541
-  _globals['_NUMERICPROFILE']._serialized_start=544
-  _globals['_NUMERICPROFILE']._serialized_end=700
-  _globals['_QUANTILE']._serialized_start=702
-  _globals['_QUANTILE']._serialized_end=742
-  _globals['_CATEGORICALPROFILE']._serialized_start=744
-  _globals['_CATEGORICALPROFILE']._serialized_end=815
-  _globals['_CATEGORYCOUNT']._serialized_start=817
-  _globals['_CATEGORYCOUNT']._serialized_end=862
+  _globals['_REFERENCEPROFILE']._serialized_end=363
+  _globals['_FEATUREPROFILE']._serialized_start=366
+  _globals['_FEATUREPROFILE']._serialized_end=588
+  _globals['_NUMERICPROFILE']._serialized_start=591
+  _globals['_NUMERICPROFILE']._serialized_end=747
+  _globals['_QUANTILE']._serialized_start=749
+  _globals['_QUANTILE']._serialized_end=789
+  _globals['_CATEGORICALPROFILE']._serialized_start=791
+  _globals['_CATEGORICALPROFILE']._serialized_end=862
+  _globals['_CATEGORYCOUNT']._serialized_start=864
+  _globals['_CATEGORYCOUNT']._serialized_end=909
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,7 @@ class ReferenceProfile(_message.Message):
     PREDICTION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Number of reference rows the profile summarises."""
     dataset: _builtins.str
@@ -58,6 +59,13 @@ class ReferenceProfile(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the profile was computed."""
 
+    @_builtins.property
+    def label(self) -> Global___FeatureProfile:
+        """Profile of the reference labels (the training target), for label drift once
+        delayed labels arrive; categorical for classifiers, numeric for regressors.
+        Unset when the labels were not given.
+        """
+
     def __init__(
         self,
         *,
@@ -66,10 +74,11 @@ class ReferenceProfile(_message.Message):
         prediction: Global___FeatureProfile | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         dataset: _builtins.str = ...,
+        label: Global___FeatureProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "prediction", b"prediction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "label", b"label", "prediction", b"prediction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "features", b"features", "prediction", b"prediction", "row_count", b"row_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "features", b"features", "label", b"label", "prediction", b"prediction", "row_count", b"row_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -572,7 +572,7 @@ class Route(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     STATE_REASON_FIELD_NUMBER: _builtins.int
     LOAD_TIME_FIELD_NUMBER: _builtins.int
-    ARTIFACT_DIGEST_FIELD_NUMBER: _builtins.int
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
     ARTIFACT_SOURCE_FIELD_NUMBER: _builtins.int
     PLATFORM_FIELD_NUMBER: _builtins.int
     variant: _builtins.str
@@ -603,8 +603,10 @@ class Route(_message.Message):
     """Load state of this version on this replica."""
     state_reason: _builtins.str
     """Why the state is what it is, for people (e.g. the load error); empty when ready."""
-    artifact_digest: _builtins.str
-    """Digest of the loaded artifact, as `sha256:<64 hex digits>`; empty before download."""
+    artifact_sha256: _builtins.str
+    """SHA-256 of the loaded artifact, 64 lowercase hex digits as the registry's
+    `Artifact.sha256`; empty before download.
+    """
     artifact_source: Global___ArtifactSource.ValueType
     """Where the artifact bytes came from."""
     platform: _builtins.str
@@ -626,13 +628,13 @@ class Route(_message.Message):
         state: Global___LoadState.ValueType = ...,
         state_reason: _builtins.str = ...,
         load_time: _timestamp_pb2.Timestamp | None = ...,
-        artifact_digest: _builtins.str = ...,
+        artifact_sha256: _builtins.str = ...,
         artifact_source: Global___ArtifactSource.ValueType = ...,
         platform: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["load_time", b"load_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "artifact_digest", b"artifact_digest", "artifact_source", b"artifact_source", "load_time", b"load_time", "model_name", b"model_name", "model_version", b"model_version", "platform", b"platform", "shadow", b"shadow", "state", b"state", "state_reason", b"state_reason", "traffic_fraction", b"traffic_fraction", "variant", b"variant", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "artifact_sha256", b"artifact_sha256", "artifact_source", b"artifact_source", "load_time", b"load_time", "model_name", b"model_name", "model_version", b"model_version", "platform", b"platform", "shadow", b"shadow", "state", b"state", "state_reason", b"state_reason", "traffic_fraction", b"traffic_fraction", "variant", b"variant", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -92,9 +92,7 @@ def check(target: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--check", action="store_true", help="fail if the stubs in --out are stale"
-    )
+    parser.add_argument("--check", action="store_true", help="fail if the stubs in --out are stale")
     parser.add_argument("--out", type=Path, default=CLIENT, help="where the stubs live")
     args = parser.parse_args()
     if args.check:

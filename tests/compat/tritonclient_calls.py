@@ -32,10 +32,10 @@ def main(address: str, model: str) -> None:
     def infer() -> dict[str, Any]:
         result = client.infer(model, [features], request_id="r-1", parameters={"sleep_s": 0.01})
         response = result.get_response()
-        parameters = {
-            key: {value.WhichOneof("parameter_choice"): getattr(value, value.WhichOneof("parameter_choice"))}
-            for key, value in response.parameters.items()
-        }
+        parameters = {}
+        for key, value in response.parameters.items():
+            kind = value.WhichOneof("parameter_choice")
+            parameters[key] = {kind: getattr(value, kind)}
         return {"model_name": response.model_name, "id": response.id, "parameters": parameters}
 
     seen = {

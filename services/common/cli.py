@@ -15,8 +15,9 @@ import typer
 from services.common.service import ServiceSpec, run
 from services.common.supervisor import Child, Supervisor, run_until_signalled
 
-# Every service of the suite, in start order, with the issue that builds it.
-SERVICES = {"registry": 3, "inference": 4, "monitor": 5}
+# Every service of the suite, in start order (a service after those it calls), with the
+# issue that builds it.
+SERVICES = {"registry": 3, "monitor": 5, "inference": 4}
 EXIT_NOTHING_TO_RUN = 3
 
 PortOption = Annotated[int | None, typer.Option("--port", help="gRPC port; 0 picks a free one.")]

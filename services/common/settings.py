@@ -42,3 +42,16 @@ class ServerSettings(BaseSettings):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class DatabaseSettings(ServerSettings):
+    """A server that keeps state in SQL: SQLite under ``data_dir`` unless told otherwise."""
+
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL (e.g. postgresql+psycopg://…); empty: SQLite in data_dir.",
+    )
+
+    def database(self, filename: str) -> str:
+        """The URL to connect to: ``database_url``, else ``sqlite:///<data_dir>/<filename>``."""
+        return self.database_url or f"sqlite:///{(self.data_dir / filename).resolve()}"

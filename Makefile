@@ -23,7 +23,7 @@ help:
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e clients/python -e '.[dev]'
+	$(PY) -m pip install --quiet -e 'clients/python[ml]' -e '.[dev]'
 	touch $@
 
 # tritonclient pins protobuf < 7 and registers the same `inference.*` proto names as Keel's

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "keel.dev"
@@ -51,6 +52,9 @@ class DomainError(Exception):
             self.reason = reason
         self.violations = tuple(violations)
         self.metadata = dict(metadata or {})
+        # Extra protobuf messages for google.rpc.Status details (e.g. a gate report),
+        # attached by a service's protobuf layer, never by domain code.
+        self.details: tuple[Message, ...] = ()
 
 
 class InvalidArgument(DomainError):
@@ -139,7 +143,7 @@ def status_code_for(error: DomainError, table: StatusTable = STATUS_TABLE) -> gr
     return grpc.StatusCode.INTERNAL
 
 
-def _packed(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _packed(message: Message) -> any_pb2.Any:
     detail = any_pb2.Any()
     detail.Pack(message)
     return detail
@@ -165,6 +169,7 @@ def rich_status(error: DomainError, table: StatusTable = STATUS_TABLE) -> status
             ]
         )
         details.append(_packed(bad_request))
+    details.extend(_packed(extra) for extra in error.details)
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 

@@ -16,3 +16,9 @@ class RegistrySettings(DatabaseSettings):
     artifact_root: str = Field(
         default="", description="fsspec URL or folder for artifacts; empty: data_dir/artifacts."
     )
+    max_artifact_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Largest artifact accepted by UploadArtifact."
+    )
+    event_poll_s: float = Field(
+        default=0.2, gt=0, description="How often WatchEvents looks for other replicas' commits."
+    )

@@ -1,0 +1,290 @@
+"""``Keel``: the calls a data scientist makes, one object for the whole platform.
+
+Channels open on first use; every call has a deadline (``timeout``) and is retried on
+UNAVAILABLE by the channel's service config. Failed calls raise the typed exceptions of
+``keel.client.errors``. The `ml` extra (numpy, scikit-learn, xgboost, skops) is only
+imported by the calls that need it, so importing and constructing ``Keel`` needs only
+grpcio and protobuf.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from keel.client.channel import ChannelPolicy, create_channel, parse_address
+from keel.client.errors import AlreadyExists, DeadlineExceeded, RegistrationFailed
+from keel.client.objectives import parse_objectives
+from keel.client.registry import (
+    DOWNLOAD_METHOD,
+    SERVICE,
+    UPLOAD_METHOD,
+    WATCH_METHOD,
+    RegistryClient,
+    version_name,
+)
+from keel.common.v1 import metric_pb2, schema_pb2
+from keel.registry.v1 import model_pb2
+
+DEFAULT_REGISTRY = "127.0.0.1:50051"
+DEFAULT_INFERENCE = "127.0.0.1:50052"
+DEFAULT_MONITOR = "127.0.0.1:50053"
+_MODEL_ID = re.compile(r"[a-z0-9-]{1,63}")
+_FIRST_POLL_S = 0.05
+_MAX_POLL_S = 1.0
+
+Objectives = str | metric_pb2.Objective | Iterable[str | metric_pb2.Objective]
+
+
+def status_text(status: model_pb2.ModelVersionStatus.ValueType) -> str:
+    """``READY`` for MODEL_VERSION_STATUS_READY, and so on."""
+    return model_pb2.ModelVersionStatus.Name(status).removeprefix("MODEL_VERSION_STATUS_")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version, as ``log_model`` returns it."""
+
+    name: str
+    version: int
+    status: str
+    sha256: str
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def resource_name(self) -> str:
+        return version_name(self.name, self.version)
+
+    @classmethod
+    def from_message(cls, name: str, version: model_pb2.ModelVersion) -> RegisteredVersion:
+        return cls(
+            name=name,
+            version=version.version,
+            status=status_text(version.status),
+            sha256=version.artifact.sha256,
+            metrics={m.name: m.value for m in version.evaluation_metrics if not m.group},
+        )
+
+
+def check_model_id(name: str) -> None:
+    if not _MODEL_ID.fullmatch(name):
+        raise ValueError(f"model name {name!r}: expected 1-63 of a-z, 0-9 and '-'")
+
+
+class Keel:
+    """A client of one Keel installation (addresses are ``host:port``)."""
+
+    def __init__(
+        self,
+        registry: str = DEFAULT_REGISTRY,
+        inference: str = DEFAULT_INFERENCE,
+        monitor: str = DEFAULT_MONITOR,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        for address in (registry, inference, monitor):
+            parse_address(address)
+        if timeout <= 0:
+            raise ValueError(f"timeout {timeout}: expected a positive number of seconds")
+        self.addresses = {"registry": registry, "inference": inference, "monitor": monitor}
+        self.timeout = timeout
+        self._channels: dict[str, grpc.Channel] = {}
+        self._registry: RegistryClient | None = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # Connections
+
+    def _channel(
+        self,
+        role: str,
+        services: Sequence[str],
+        *,
+        long_methods: Sequence[str] = (),
+        streaming_methods: Sequence[str] = (),
+    ) -> grpc.Channel:
+        """The channel to the ``role`` service (``registry``, ``inference``, ``monitor``)."""
+        if role not in self._channels:
+            self._channels[role] = create_channel(
+                self.addresses[role],
+                services=services,
+                policy=ChannelPolicy(timeout_s=self.timeout),
+                long_methods=long_methods,
+                streaming_methods=streaming_methods,
+            )
+        return self._channels[role]
+
+    @property
+    def registry(self) -> RegistryClient:
+        """The registry's RPCs (channel opened on first use)."""
+        if self._registry is None:
+            channel = self._channel(
+                "registry",
+                [SERVICE],
+                long_methods=[UPLOAD_METHOD, DOWNLOAD_METHOD],
+                streaming_methods=[WATCH_METHOD],
+            )
+            self._registry = RegistryClient.on_channel(channel, timeout=self.timeout)
+        return self._registry
+
+    def close(self) -> None:
+        """Closes every open channel; the object can be used again (channels reopen)."""
+        channels, self._channels = self._channels, {}
+        self._registry = None
+        for channel in channels.values():
+            channel.close()
+
+    def __enter__(self) -> Keel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Registry
+
+    def log_model(
+        self,
+        model: Any,
+        name: str,
+        X_train: Any,  # noqa: N803 - the names data scientists use
+        y_train: Any,
+        X_test: Any,  # noqa: N803
+        y_test: Any,
+        *,
+        objectives: Objectives | None = None,
+        protected: Sequence[str] | None = None,
+        task: str | int | None = None,
+        description: str = "",
+        owner_team: str = "",
+        tags: Mapping[str, str] | None = None,
+        author: str | None = None,
+        cv: int | None = 5,
+    ) -> RegisteredVersion:
+        """Evaluates, profiles, serialises and registers ``model`` as a new version of
+        ``name`` (created when it does not exist), then waits until it is READY.
+
+        ``objectives`` (e.g. ``["f1 >= 0.80"]``) set the model's objectives on creation
+        and replace them on later calls; omitted, the model's stay as they are.
+        ``protected`` names protected features, reported on by fairness metrics.
+        ``task`` (``binary``, ``multiclass``, ``regression``) is inferred when omitted.
+        ``cv`` is the number of cross-validation folds, None to skip.
+        Raises ValueError/TypeError for bad input (before any call), RegistrationFailed
+        when the server refuses the version, DeadlineExceeded when it stays PENDING.
+        """
+        from keel.client.registration import prepare_version  # needs the `ml` extra
+
+        check_model_id(name)
+        wanted = parse_objectives(objectives) if objectives is not None else None
+        prepared = prepare_version(
+            model,
+            X_train,
+            y_train,
+            X_test,
+            y_test,
+            task=task,
+            protected=list(protected or ()),
+            cv=cv,
+            description=description,
+            tags=tags,
+            author=author,
+        )
+        self._ensure_model(
+            name,
+            task=prepared.task,
+            objectives=wanted,
+            description=description,
+            owner_team=owner_team,
+            tags=tags,
+        )
+        artifact = self.registry.upload_artifact(prepared.artifact.data)
+        request = model_pb2.ModelVersion()
+        request.CopyFrom(prepared.version)
+        request.artifact.sha256 = artifact.sha256
+        created = self.registry.create_model_version(name, request, request_id=uuid.uuid4().hex)
+        return RegisteredVersion.from_message(name, self._wait_settled(name, created))
+
+    def _ensure_model(
+        self,
+        name: str,
+        *,
+        task: schema_pb2.Task.ValueType,
+        objectives: list[metric_pb2.Objective] | None,
+        description: str,
+        owner_team: str,
+        tags: Mapping[str, str] | None,
+    ) -> model_pb2.Model:
+        existing = self.registry.find_model(name)
+        if existing is None:
+            wanted = model_pb2.Model(
+                description=description,
+                owner_team=owner_team,
+                task=task,
+                objectives=objectives or [],
+                tags=dict(tags or {}),
+            )
+            try:
+                return self.registry.create_model(name, wanted)
+            except AlreadyExists:  # created concurrently: carry on with it
+                existing = self.registry.get_model(name)
+        if existing.task != task:
+            raise ValueError(
+                f"model {name!r} is registered for {schema_pb2.Task.Name(existing.task)}, "
+                f"but this model is {schema_pb2.Task.Name(task)}"
+            )
+        if objectives is not None and list(existing.objectives) != objectives:
+            update = model_pb2.Model(name=existing.name, objectives=objectives)
+            return self.registry.update_model(update, ["objectives"])
+        return existing
+
+    def _wait_settled(self, name: str, version: model_pb2.ModelVersion) -> model_pb2.ModelVersion:
+        """Polls the version until it is no longer PENDING, within ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        pause = _FIRST_POLL_S
+        while version.status == model_pb2.MODEL_VERSION_STATUS_PENDING:
+            if time.monotonic() + pause > deadline:
+                raise DeadlineExceeded(
+                    f"version {version_name(name, version.version)} still PENDING "
+                    f"after {self.timeout:g} s"
+                )
+            self._sleep(pause)
+            pause = min(pause * 2, _MAX_POLL_S)
+            version = self.registry.get_model_version(
+                name, version.version, view=model_pb2.MODEL_VERSION_VIEW_BASIC
+            )
+        if version.status == model_pb2.MODEL_VERSION_STATUS_FAILED:
+            raise RegistrationFailed(
+                f"version {version_name(name, version.version)} failed verification: "
+                f"{version.status_message or 'no reason given'}",
+                name=name,
+                version=version.version,
+            )
+        return version
+
+    def promote(
+        self,
+        name: str,
+        version: int,
+        alias: str,
+        *,
+        expected_version: int | None = None,
+        reason: str = "",
+    ) -> None:
+        """Points ``alias`` of model ``name`` at ``version``. A protected alias moves
+        only through the gates: a refusal raises GateRefused, whose ``report`` says
+        which check failed. ``expected_version`` makes it a compare-and-set (0: the
+        alias must not exist yet); a mismatch raises Conflict."""
+        check_model_id(name)
+        self.registry.set_alias(
+            name, alias, int(version), expected_version=expected_version, reason=reason
+        )

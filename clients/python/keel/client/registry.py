@@ -1,0 +1,159 @@
+"""RegistryClient: the registry's RPCs, one method each, raising typed exceptions.
+
+A thin layer over the generated stub: requests are built from plain arguments where
+that is simpler, responses come back as the contract's messages, and every failed call
+is translated through the closed status table in ``errors.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from keel.client.errors import NotFound, translate
+from keel.registry.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+
+SERVICE = "keel.registry.v1.RegistryService"
+UPLOAD_METHOD = f"{SERVICE}/UploadArtifact"
+DOWNLOAD_METHOD = f"{SERVICE}/DownloadArtifact"
+WATCH_METHOD = f"{SERVICE}/WatchEvents"
+CHUNK_BYTES = 1024 * 1024
+# Uploads get their own deadline: the default one plus a second per this many bytes.
+UPLOAD_BYTES_PER_SECOND = 4 * 1024 * 1024
+
+_T = TypeVar("_T")
+
+
+def model_name(model_id: str) -> str:
+    return f"models/{model_id}"
+
+
+def version_name(model_id: str, version: int) -> str:
+    return f"models/{model_id}/versions/{version}"
+
+
+def alias_name(model_id: str, alias: str) -> str:
+    return f"models/{model_id}/aliases/{alias}"
+
+
+def artifact_name(sha256: str) -> str:
+    return f"artifacts/{sha256}"
+
+
+def upload_requests(data: bytes, sha256: str) -> Iterator[registry_pb2.UploadArtifactRequest]:
+    """The upload stream: the header (digest and size), then chunks of at most 1 MiB."""
+    header = registry_pb2.UploadArtifactHeader(sha256=sha256, size_bytes=len(data))
+    yield registry_pb2.UploadArtifactRequest(header=header)
+    view = memoryview(data)
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield registry_pb2.UploadArtifactRequest(chunk=bytes(view[start : start + CHUNK_BYTES]))
+
+
+class RegistryClient:
+    """Calls to ``keel.registry.v1.RegistryService`` over one channel."""
+
+    def __init__(
+        self, stub: registry_pb2_grpc.RegistryServiceStub, *, timeout: float = 30.0
+    ) -> None:
+        self._stub = stub
+        self._timeout = timeout
+
+    @classmethod
+    def on_channel(cls, channel: grpc.Channel, *, timeout: float = 30.0) -> RegistryClient:
+        return cls(registry_pb2_grpc.RegistryServiceStub(channel), timeout=timeout)
+
+    def _call(self, method: Callable[..., _T], request: Any, **kwargs: Any) -> _T:
+        kwargs.setdefault("timeout", self._timeout)
+        try:
+            return method(request, **kwargs)
+        except grpc.RpcError as error:
+            raise translate(error) from None
+
+    # Models
+
+    def get_model(self, model_id: str) -> model_pb2.Model:
+        request = registry_pb2.GetModelRequest(name=model_name(model_id))
+        return self._call(self._stub.GetModel, request).model
+
+    def find_model(self, model_id: str) -> model_pb2.Model | None:
+        """The model, or None when it does not exist."""
+        try:
+            return self.get_model(model_id)
+        except NotFound:
+            return None
+
+    def create_model(self, model_id: str, model: model_pb2.Model) -> model_pb2.Model:
+        request = registry_pb2.CreateModelRequest(model=model, model_id=model_id)
+        return self._call(self._stub.CreateModel, request).model
+
+    def update_model(self, model: model_pb2.Model, paths: list[str]) -> model_pb2.Model:
+        request = registry_pb2.UpdateModelRequest(
+            model=model, update_mask=field_mask_pb2.FieldMask(paths=paths)
+        )
+        return self._call(self._stub.UpdateModel, request).model
+
+    # Artifacts
+
+    def find_artifact(self, sha256: str) -> model_pb2.Artifact | None:
+        """The stored artifact with that digest, or None."""
+        request = registry_pb2.GetArtifactRequest(name=artifact_name(sha256))
+        try:
+            return self._call(self._stub.GetArtifact, request).artifact
+        except NotFound:
+            return None
+
+    def upload_artifact(self, data: bytes) -> model_pb2.Artifact:
+        """Stores ``data`` (skipping the bytes when that digest is stored already)."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        stored = self.find_artifact(sha256)
+        if stored is not None:
+            return stored
+        timeout = self._timeout + len(data) / UPLOAD_BYTES_PER_SECOND
+        response = self._call(
+            self._stub.UploadArtifact, upload_requests(data, sha256), timeout=timeout
+        )
+        return response.artifact
+
+    # Versions
+
+    def create_model_version(
+        self, model_id: str, version: model_pb2.ModelVersion, *, request_id: str = ""
+    ) -> model_pb2.ModelVersion:
+        request = registry_pb2.CreateModelVersionRequest(
+            parent=model_name(model_id), model_version=version, request_id=request_id
+        )
+        return self._call(self._stub.CreateModelVersion, request).model_version
+
+    def get_model_version(
+        self,
+        model_id: str,
+        version: int,
+        *,
+        view: model_pb2.ModelVersionView.ValueType = model_pb2.MODEL_VERSION_VIEW_FULL,
+    ) -> model_pb2.ModelVersion:
+        request = registry_pb2.GetModelVersionRequest(
+            name=version_name(model_id, version), view=view
+        )
+        return self._call(self._stub.GetModelVersion, request).model_version
+
+    # Aliases
+
+    def set_alias(
+        self,
+        model_id: str,
+        alias: str,
+        version: int,
+        *,
+        expected_version: int | None = None,
+        reason: str = "",
+    ) -> registry_pb2.SetAliasResponse:
+        request = registry_pb2.SetAliasRequest(
+            name=alias_name(model_id, alias), version=version, reason=reason
+        )
+        if expected_version is not None:
+            request.expected_version = expected_version
+        return self._call(self._stub.SetAlias, request)

@@ -1,0 +1,90 @@
+"""Infer a model's ``keel.common.v1.Signature`` from its training features.
+
+A pandas DataFrame keeps its column names and dtypes: object, string and category
+columns are categorical (STRING) with their observed categories (a category dtype's own
+order), numeric columns are numeric with no range enforced. A 2-D numpy array gives
+numeric FLOAT32 features ``f0 … f{n-1}``. A feature is required unless the training data
+has missing values in it. Outputs follow the names other tools rely on: classifiers
+answer ``label`` INT64 [-1] and ``probabilities`` FP32 [-1, C], regressors
+``prediction`` FP32 [-1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from keel.client._model import Task, is_classification
+from keel.client._tabular import Column, columns, text
+from keel.common.v1 import schema_pb2
+
+
+def outputs(task: Task, class_count: int = 0) -> list[schema_pb2.TensorSpec]:
+    """The output tensors of a model of ``task``."""
+    if is_classification(task):
+        return [
+            schema_pb2.TensorSpec(name="label", dtype=schema_pb2.DATA_TYPE_INT64, shape=[-1]),
+            schema_pb2.TensorSpec(
+                name="probabilities", dtype=schema_pb2.DATA_TYPE_FLOAT32, shape=[-1, class_count]
+            ),
+        ]
+    if task == schema_pb2.TASK_REGRESSION:
+        return [
+            schema_pb2.TensorSpec(name="prediction", dtype=schema_pb2.DATA_TYPE_FLOAT32, shape=[-1])
+        ]
+    raise ValueError(f"task {task}: expected a classification or regression task")
+
+
+def feature(column: Column, *, protected: bool = False) -> schema_pb2.Feature:
+    """The signature entry of one column."""
+    entry = schema_pb2.Feature(
+        name=column.name,
+        dtype=column.dtype,
+        kind=(
+            schema_pb2.FEATURE_KIND_CATEGORICAL
+            if column.categorical
+            else schema_pb2.FEATURE_KIND_NUMERIC
+        ),
+        required=not bool(column.missing.any()),
+        protected=protected,
+    )
+    entry.categories.extend(column.categories)
+    return entry
+
+
+def signature_from_columns(
+    cols: Sequence[Column],
+    *,
+    task: Task,
+    class_labels: Iterable[Any] = (),
+    protected: Iterable[str] = (),
+) -> schema_pb2.Signature:
+    """The signature of a model fed ``cols``; ``protected`` names protected features."""
+    marked = set(protected)
+    unknown = marked - {c.name for c in cols}
+    if unknown:
+        names = ", ".join(c.name for c in cols)
+        raise ValueError(
+            f"protected feature(s) {', '.join(sorted(unknown))} not among the features ({names})"
+        )
+    labels = [text(label) for label in class_labels]
+    if is_classification(task) and len(labels) < 2:
+        raise ValueError("a classifier's signature needs its class labels (at least 2)")
+    return schema_pb2.Signature(
+        inputs=[feature(c, protected=c.name in marked) for c in cols],
+        outputs=outputs(task, len(labels)),
+        class_labels=labels,
+    )
+
+
+def infer_signature(
+    features: Any,
+    *,
+    task: Task,
+    class_labels: Iterable[Any] = (),
+    protected: Iterable[str] = (),
+) -> schema_pb2.Signature:
+    """The signature of a model trained on ``features`` (a DataFrame or a 2-D array)."""
+    return signature_from_columns(
+        columns(features), task=task, class_labels=class_labels, protected=protected
+    )

@@ -1,0 +1,32 @@
+"""Wake-ups for WatchEvents subscribers.
+
+Commits in this process wake subscribers at once; commits by another registry process
+on the same database are seen by polling at ``poll_s``. The database stays the only
+source of events: a wake-up only says "read again".
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class ChangeHub:
+    def __init__(self, poll_s: float = 0.2) -> None:
+        self._condition = asyncio.Condition()
+        self.poll_s = poll_s
+        self.latest = 0
+
+    async def committed(self, sequence: int) -> None:
+        async with self._condition:
+            self.latest = max(self.latest, sequence)
+            self._condition.notify_all()
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Return when a sequence above ``seen`` was committed here, or after ``timeout``."""
+        async with self._condition:
+            if self.latest > seen:
+                return
+            try:
+                await asyncio.wait_for(self._condition.wait(), timeout)
+            except TimeoutError:
+                return

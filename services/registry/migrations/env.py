@@ -1,0 +1,20 @@
+"""Alembic environment of the registry: its own version table, so the registry and the
+monitor can share one database."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from services.registry.tables import METADATA
+
+VERSION_TABLE = "alembic_version_registry"
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=METADATA,
+    version_table=VERSION_TABLE,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,54 @@
+"""Use cases on artifacts: verified upload, resumable download, metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+from services.common.errors import NotFound
+from services.registry.artifacts import check_sha256
+from services.registry.core import Core
+from services.registry.records import ArtifactRecord, now_us
+from services.registry.store import Store
+
+
+class Uploads:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def upload(
+        self, sha256: str, size: int, chunks: AsyncIterator[bytes]
+    ) -> tuple[ArtifactRecord, bool]:
+        """Store the bytes after checking digest, size and format; True when they were new."""
+        check_sha256(sha256, "header.sha256")
+        stored = await self.core.artifacts.put(sha256, size, chunks)
+        inspection = {
+            key: (list(value) if isinstance(value, tuple) else value)
+            for key, value in dataclasses.asdict(stored.inspection).items()
+        }
+        record = ArtifactRecord(
+            stored.sha256, stored.size_bytes, str(stored.inspection.format), inspection, now_us()
+        )
+
+        def work(store: Store) -> tuple[ArtifactRecord, bool]:
+            existing = store.get_artifact(sha256)
+            if existing is not None:
+                return existing, False
+            store.insert_artifact(record)
+            return record, True
+
+        saved, created = await self.core.db.write(lambda c: work(Store(c)))
+        return saved, created and stored.created
+
+    async def get(self, sha256: str) -> ArtifactRecord:
+        check_sha256(sha256, "name")
+        found = await self.core.read(lambda store: store.get_artifact(sha256))
+        if found is None:
+            raise NotFound(f"artifact 'artifacts/{sha256}' not found")
+        return found
+
+    async def download(
+        self, sha256: str, offset: int
+    ) -> tuple[ArtifactRecord, AsyncIterator[bytes]]:
+        record = await self.get(sha256)
+        return record, self.core.artifacts.read(sha256, offset)

@@ -111,6 +111,18 @@ class Unavailable(DomainError):
     reason = "UNAVAILABLE"
 
 
+class OutOfRange(DomainError):
+    """A position or range outside what exists (an offset past the end)."""
+
+    reason = "OUT_OF_RANGE"
+
+
+class DataLoss(DomainError):
+    """Stored data no longer matches what was written (a corrupted artifact)."""
+
+    reason = "DATA_LOSS"
+
+
 class Unimplemented(DomainError):
     """The contract has the method, but this server does not offer it."""
 
@@ -131,6 +143,8 @@ STATUS_TABLE: StatusTable = MappingProxyType(
         ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
         Unavailable: grpc.StatusCode.UNAVAILABLE,
         Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    DataLoss: grpc.StatusCode.DATA_LOSS,
     }
 )
 

@@ -21,10 +21,11 @@ from typing import IO, Any
 import fsspec
 
 from services.common.errors import (
-    FailedPrecondition,
+    DataLoss,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
 )
 from services.registry.safe_load import ModelInspection, inspect_artifact
@@ -40,13 +41,13 @@ class ArtifactNotFound(NotFound):
     reason = "ARTIFACT_NOT_FOUND"
 
 
-class OffsetOutOfRange(InvalidArgument):
+class OffsetOutOfRange(OutOfRange):
     """A download offset beyond the end of the artifact (the contract's OUT_OF_RANGE)."""
 
     reason = "OUT_OF_RANGE"
 
 
-class ArtifactCorrupted(FailedPrecondition):
+class ArtifactCorrupted(DataLoss):
     """The stored bytes no longer hash to their name (the contract's DATA_LOSS)."""
 
     reason = "DATA_LOSS"
@@ -117,7 +118,12 @@ class ArtifactStore:
         total = self.size(sha256)
         if chunk_size <= 0:
             raise InvalidArgument(f"chunk_size: expected a positive size, got {chunk_size}")
-        if not 0 <= offset <= total:
+        if offset < 0:
+            raise InvalidArgument(
+                f"offset: expected 0 or more, got {offset}",
+                violations=[FieldViolation("offset", "expected 0 or more")],
+            )
+        if offset > total:
             raise OffsetOutOfRange(
                 f"offset: expected 0 to {total} (the artifact's size), got {offset}",
                 violations=[FieldViolation("offset", f"expected 0 to {total}")],

@@ -12,21 +12,20 @@ import asyncio
 
 class ChangeHub:
     def __init__(self, poll_s: float = 0.2) -> None:
-        self._condition = asyncio.Condition()
+        self._event = asyncio.Event()
         self.poll_s = poll_s
         self.latest = 0
 
     async def committed(self, sequence: int) -> None:
-        async with self._condition:
-            self.latest = max(self.latest, sequence)
-            self._condition.notify_all()
+        self.latest = max(self.latest, sequence)
+        event, self._event = self._event, asyncio.Event()
+        event.set()
 
     async def wait(self, seen: int, timeout: float) -> None:
         """Return when a sequence above ``seen`` was committed here, or after ``timeout``."""
-        async with self._condition:
-            if self.latest > seen:
-                return
-            try:
-                await asyncio.wait_for(self._condition.wait(), timeout)
-            except TimeoutError:
-                return
+        if self.latest > seen:
+            return
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return

@@ -102,13 +102,13 @@ class CaseSensitiveLike(ColumnElement[bool]):
     type = Boolean()
     _is_implicitly_boolean = True
 
-    def _negate(self) -> ColumnElement[Any]:
-        return UnaryExpression(self, operator=operators.inv)  # NOT (…), never "= 0"
-
     def __init__(self, value: ColumnElement[Any], pattern: Constant) -> None:
         like, glob = _like_forms(pattern)
         self.like_form = value.like(like, escape="\\")
         self.glob_form = value.op("GLOB", is_comparison=True)(glob)
+
+    def _negate(self) -> ColumnElement[Any]:
+        return UnaryExpression(self, operator=operators.inv)  # NOT (…), never "= 0"
 
 
 def _like_forms(pattern: Constant) -> tuple[str, str]:

@@ -149,7 +149,7 @@ def _deployment(row: Row[Any]) -> DeploymentRecord:
         guard_alert_rules=tuple(doc.get("guard_alert_rules", [])),
         revision=row.revision,
         updated_by=row.updated_by,
-        create_time=row.create_time,
+        create_time=row._mapping.get("create_time", 0),  # revisions keep only update_time
         update_time=row.update_time,
     )
 

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import pytest
 from sklearn import metrics as skm
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
@@ -72,9 +72,7 @@ def test_multiclass_metrics_are_macro_averages_and_one_vs_rest_auc() -> None:
 def test_regression_metrics_match_sklearn() -> None:
     x, y = load_diabetes(return_X_y=True)
     model = LinearRegression().fit(x[:300], y[:300])
-    found = values(
-        metrics(REGRESSION, y[300:], predict(model, x[300:], REGRESSION), HOLDOUT)
-    )
+    found = values(metrics(REGRESSION, y[300:], predict(model, x[300:], REGRESSION), HOLDOUT))
     y_pred = model.predict(x[300:])
     assert found == pytest.approx(
         {
@@ -173,9 +171,7 @@ def test_numeric_protected_features_group_by_value_up_to_ten_values() -> None:
     many = columns(np.arange(11.0).reshape(-1, 1))[0]
     assert groups(many) is None
     actual = np.array(["yes"] * 11)
-    assert (
-        fairness_metrics(BINARY, [many], ["f0"], actual, stub_predictions(["yes"] * 11)) == []
-    )
+    assert fairness_metrics(BINARY, [many], ["f0"], actual, stub_predictions(["yes"] * 11)) == []
 
 
 def test_fairness_is_for_binary_classifiers() -> None:

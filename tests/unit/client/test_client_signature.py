@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import pytest
 
 from keel.client.signature import infer_signature
@@ -55,9 +55,7 @@ def test_features_with_missing_training_values_are_optional() -> None:
 
 
 def test_a_numpy_array_gives_float32_features_f0_to_fn() -> None:
-    signature = infer_signature(
-        np.zeros((4, 3), dtype=np.float64), task=schema_pb2.TASK_REGRESSION
-    )
+    signature = infer_signature(np.zeros((4, 3), dtype=np.float64), task=schema_pb2.TASK_REGRESSION)
     assert [f.name for f in signature.inputs] == ["f0", "f1", "f2"]
     assert {f.dtype for f in signature.inputs} == {schema_pb2.DATA_TYPE_FLOAT32}
     assert {f.kind for f in signature.inputs} == {schema_pb2.FEATURE_KIND_NUMERIC}
@@ -81,7 +79,9 @@ def test_classifier_outputs_and_class_labels_as_text() -> None:
 
 
 def test_protected_features_are_marked() -> None:
-    signature = infer_signature(frame(), task=BINARY, class_labels=["no", "yes"], protected=["city"])
+    signature = infer_signature(
+        frame(), task=BINARY, class_labels=["no", "yes"], protected=["city"]
+    )
     assert [f.name for f in signature.inputs if f.protected] == ["city"]
     array_signature = infer_signature(
         np.zeros((2, 3)), task=BINARY, class_labels=[0, 1], protected=["f2"]

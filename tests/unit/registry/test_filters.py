@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from services.common.errors import FieldViolation, InvalidArgument
@@ -31,63 +33,65 @@ from services.registry.filters import (
 )
 
 
-def cmp(field: str, op: str, value: str | int | float) -> tuple[str, str, str | int | float]:
-    return (field, op, value)
+def literal(value: str | int | float) -> str:
+    return json.dumps(value)
 
 
-def shape(node: Node | None) -> object:
-    """The AST without positions, so precedence tests read like the expression."""
+def show(node: Node | None) -> str:
+    """The AST fully parenthesized, so precedence tests read like the expression."""
     match node:
         case Compare():
-            return cmp(node.field, node.op, node.value.value)
+            return f"{node.field} {node.op} {literal(node.value.value)}"
         case In():
             op = "NOT IN" if node.negated else "IN"
-            return (node.field, op, tuple(v.value for v in node.values))
+            return f"{node.field} {op} ({', '.join(literal(v.value) for v in node.values)})"
         case Not(operand):
-            return ("NOT", shape(operand))
+            return f"(NOT {show(operand)})"
         case And(operands):
-            return ("AND", *(shape(o) for o in operands))
+            return "(" + " AND ".join(show(o) for o in operands) + ")"
         case Or(operands):
-            return ("OR", *(shape(o) for o in operands))
-    return None
+            return "(" + " OR ".join(show(o) for o in operands) + ")"
+    return "<empty>"
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('a = "x" OR b = "y" AND c = "z"', ("OR", cmp("a", "=", "x"), ("AND", cmp("b", "=", "y"), cmp("c", "=", "z")))),
-        ('a = "x" AND b = "y" OR c = "z"', ("OR", ("AND", cmp("a", "=", "x"), cmp("b", "=", "y")), cmp("c", "=", "z"))),
-        ('NOT a = "x" AND b = "y"', ("AND", ("NOT", cmp("a", "=", "x")), cmp("b", "=", "y"))),
-        ('NOT (a = "x" OR b = "y")', ("NOT", ("OR", cmp("a", "=", "x"), cmp("b", "=", "y")))),
-        ('(a = "x" OR b = "y") AND c = "z"', ("AND", ("OR", cmp("a", "=", "x"), cmp("b", "=", "y")), cmp("c", "=", "z"))),
-        ("NOT NOT a = 1", ("NOT", ("NOT", cmp("a", "=", 1)))),
-        ("a = 1 AND b = 2 AND c = 3", ("AND", cmp("a", "=", 1), cmp("b", "=", 2), cmp("c", "=", 3))),
-        ("a = 1 OR b = 2 OR c = 3", ("OR", cmp("a", "=", 1), cmp("b", "=", 2), cmp("c", "=", 3))),
-        ("((a = 1))", cmp("a", "=", 1)),
-        ('a = 1 and not b = 2 Or c LiKe "x%"', ("OR", ("AND", cmp("a", "=", 1), ("NOT", cmp("b", "=", 2))), cmp("c", "LIKE", "x%"))),
+        ('a = "x" OR b = "y" AND c = "z"', '(a = "x" OR (b = "y" AND c = "z"))'),
+        ('a = "x" AND b = "y" OR c = "z"', '((a = "x" AND b = "y") OR c = "z")'),
+        ('NOT a = "x" AND b = "y"', '((NOT a = "x") AND b = "y")'),
+        ('NOT a = "x" OR b = "y"', '((NOT a = "x") OR b = "y")'),
+        ('NOT (a = "x" OR b = "y")', '(NOT (a = "x" OR b = "y"))'),
+        ('(a = "x" OR b = "y") AND c = "z"', '((a = "x" OR b = "y") AND c = "z")'),
+        ("NOT NOT a = 1", "(NOT (NOT a = 1))"),
+        ("a = 1 AND b = 2 AND c = 3", "(a = 1 AND b = 2 AND c = 3)"),
+        ("a = 1 OR b = 2 OR c = 3", "(a = 1 OR b = 2 OR c = 3)"),
+        ("a = 1 OR b = 2 AND c = 3 OR d = 4", "(a = 1 OR (b = 2 AND c = 3) OR d = 4)"),
+        ("((a = 1))", "a = 1"),
+        ('a = 1 and not b = 2 Or c LiKe "x%"', '((a = 1 AND (NOT b = 2)) OR c LIKE "x%")'),
     ],
-)  # fmt: skip
-def test_precedence_is_not_then_and_then_or(text: str, expected: object) -> None:
-    assert shape(parse(text)) == expected
+)
+def test_precedence_is_not_then_and_then_or(text: str, expected: str) -> None:
+    assert show(parse(text)) == expected
 
 
 @pytest.mark.parametrize("op", ["=", "!=", "<", "<=", ">", ">=", "LIKE", "like"])
 def test_every_operator(op: str) -> None:
-    assert shape(parse(f'a {op} "v"')) == cmp("a", op.upper(), "v")
+    assert show(parse(f'a {op} "v"')) == f'a {op.upper()} "v"'
 
 
 def test_operators_need_no_spaces() -> None:
-    assert shape(parse("a>=1 AND(b!=2)")) == ("AND", cmp("a", ">=", 1), cmp("b", "!=", 2))
+    assert show(parse("a>=1 AND(b!=2)")) == "(a >= 1 AND b != 2)"
 
 
 def test_in_and_not_in() -> None:
-    assert shape(parse('a IN ("x", 2, -3.5)')) == ("a", "IN", ("x", 2, -3.5))
-    assert shape(parse('a not in ("x")')) == ("a", "NOT IN", ("x",))
-    assert shape(parse('NOT a NOT IN ("x")')) == ("NOT", ("a", "NOT IN", ("x",)))
+    assert show(parse('a IN ("x", 2, -3.5)')) == 'a IN ("x", 2, -3.5)'
+    assert show(parse('a not in ("x")')) == 'a NOT IN ("x")'
+    assert show(parse('NOT a NOT IN ("x")')) == '(NOT a NOT IN ("x"))'
 
 
 @pytest.mark.parametrize(
-    ("literal", "value"),
+    ("written", "value"),
     [
         (r'"plain"', "plain"),
         (r'"say \"hi\""', 'say "hi"'),
@@ -98,12 +102,14 @@ def test_in_and_not_in() -> None:
         ('"ünïcödé ✓"', "ünïcödé ✓"),
     ],
 )
-def test_string_escapes(literal: str, value: str) -> None:
-    assert shape(parse(f"a = {literal}")) == cmp("a", "=", value)
+def test_string_escapes(written: str, value: str) -> None:
+    node = parse(f"a = {written}")
+    assert isinstance(node, Compare)
+    assert node.value.value == value
 
 
 @pytest.mark.parametrize(
-    ("literal", "value"),
+    ("written", "value"),
     [
         ("0", 0),
         ("42", 42),
@@ -116,8 +122,8 @@ def test_string_escapes(literal: str, value: str) -> None:
         ("99999999999999999999", 1e20),
     ],
 )
-def test_numbers(literal: str, value: float) -> None:
-    node = parse(f"a = {literal}")
+def test_numbers(written: str, value: float) -> None:
+    node = parse(f"a = {written}")
     assert isinstance(node, Compare)
     assert node.value.value == value
     assert type(node.value.value) is type(value)
@@ -128,7 +134,7 @@ def test_numbers(literal: str, value: float) -> None:
     ["metrics.f1", "tags.team", "lineage.training_dataset.sha256", "tags.cost-center", "_x.y_2"],
 )
 def test_dotted_fields(field: str) -> None:
-    assert shape(parse(f'{field} = "v"')) == cmp(field, "=", "v")
+    assert show(parse(f'{field} = "v"')) == f'{field} = "v"'
 
 
 def test_positions_are_recorded() -> None:
@@ -162,21 +168,29 @@ def error_of(call: object, text: str) -> InvalidArgument:
     return caught.value
 
 
+ANY = "a field, a value, an operator or a parenthesis"
+OPERATOR = "an operator (=, !=, <, <=, >, >=, LIKE, IN)"
+ESCAPES = "'\\\"' or '\\\\' after a backslash"
+
 SYNTAX_ERRORS = [
-    ('metrics.f1 >= 0.8 AND x >=', "position 26: expected a value after '>=', got end of input"),
-    ('a >= AND b = 1', "position 5: expected a value after '>=', got 'AND'"),
-    ('model = "churn', "position 8: expected a closing '\"' for the string that starts here, got end of input"),
-    ('model = "a\\n"', "position 10: expected '\\\"' or '\\\\' after a backslash, got 'n'"),
-    ('model = "a\\', "position 10: expected '\\\"' or '\\\\' after a backslash, got end of input"),
-    ("model = 'x'", "position 8: expected a field, a value, an operator or a parenthesis, got \"'\""),
+    ("metrics.f1 >= 0.8 AND x >=", "position 26: expected a value after '>=', got end of input"),
+    ("a >= AND b = 1", "position 5: expected a value after '>=', got 'AND'"),
+    (
+        'model = "churn',
+        "position 8: expected a closing '\"' for the string that starts here, got end of input",
+    ),
+    ('model = "a\\n"', f"position 10: expected {ESCAPES}, got 'n'"),
+    ('model = "a\\', f"position 10: expected {ESCAPES}, got end of input"),
+    ("model = 'x'", f'position 8: expected {ANY}, got "\'"'),
+    ("version = .5", f"position 10: expected {ANY}, got '.'"),
+    ("model ~ 1", f"position 6: expected {ANY}, got '~'"),
     ('model ! "x"', "position 6: expected '=' after '!', got ' '"),
     ("version = -x", "position 10: expected a digit after '-', got 'x'"),
     ("version = 1.", "position 10: expected a digit after '.', got end of input"),
     ("version = 1e+", "position 10: expected a digit in the exponent, got end of input"),
     ("version = 1e999", "position 10: expected a finite number, got number 1e999"),
-    ("version = .5", "position 10: expected a field, a value, an operator or a parenthesis, got '.'"),
-    ('model "x"', "position 6: expected an operator (=, !=, <, <=, >, >=, LIKE, IN) after 'model', got string \"x\""),
-    ("model", "position 5: expected an operator (=, !=, <, <=, >, >=, LIKE, IN) after 'model', got end of input"),
+    ('model "x"', f"position 6: expected {OPERATOR} after 'model', got string \"x\""),
+    ("model", f"position 5: expected {OPERATOR} after 'model', got end of input"),
     ('model NOT = "x"', "position 10: expected IN after 'model NOT', got '='"),
     ('model IN "x"', "position 9: expected '(' after IN, got string \"x\""),
     ("model IN ()", "position 10: expected at least one value in the IN list, got ')'"),
@@ -184,15 +198,21 @@ SYNTAX_ERRORS = [
     ('model IN ("a" "b")', "position 14: expected ',' or ')' in the IN list, got string \"b\""),
     ('model IN ("a"', "position 13: expected ',' or ')' in the IN list, got end of input"),
     ('(model = "a"', "position 12: expected ')' to close the '(' at position 0, got end of input"),
-    ('model = "a" version = 1', "position 12: expected AND, OR or the end of the filter, got 'version'"),
+    (
+        'model = "a" version = 1',
+        "position 12: expected AND, OR or the end of the filter, got 'version'",
+    ),
     ('model = "a")', "position 11: expected AND, OR or the end of the filter, got ')'"),
     ('AND model = "a"', "position 0: expected a field, NOT or '(', got 'AND'"),
     ("()", "position 1: expected a field, NOT or '(', got ')'"),
     ('a = "x" OR', "position 10: expected a field, NOT or '(', got end of input"),
     ("1 = 1", "position 0: expected a field, NOT or '(', got number 1"),
     ("model = model", "position 8: expected a value after '=', got 'model'"),
-    ("(" * 65 + "a = 1" + ")" * 65, "position 64: expected at most 64 nested NOTs and parentheses, got '('"),
-]  # fmt: skip
+    (
+        "(" * 65 + "a = 1" + ")" * 65,
+        "position 64: expected at most 64 nested NOTs and parentheses, got '('",
+    ),
+]
 
 
 @pytest.mark.parametrize(("text", "detail"), SYNTAX_ERRORS)
@@ -204,7 +224,7 @@ def test_syntax_errors_name_the_position(text: str, detail: str) -> None:
 
 def test_deepest_allowed_nesting_parses() -> None:
     node = parse("(" * 63 + "NOT a = 1" + ")" * 63)
-    assert shape(node) == ("NOT", cmp("a", "=", 1))
+    assert show(node) == "(NOT a = 1)"
 
 
 VERSION_NAMES = (
@@ -212,38 +232,54 @@ VERSION_NAMES = (
     "lineage.training_dataset.sha256, tags.<key>, metrics.<name>, training_metrics.<name>, "
     "cv_metrics.<name>"
 )
+MODEL_NAMES = "name, task, owner_team, state, create_time, tags.<key>"
+CHANGE_NAMES = "model, resource, actor, action, time, sequence"
 TIME = 'an RFC 3339 timestamp string (e.g. "2025-06-01T00:00:00Z")'
+NOT_LIKE = "expected =, !=, <, <=, >, >= or IN after"
+V, M, C = version_filter, model_filter, change_filter
 
 FIELD_ERRORS = [
-    (version_filter, 'model = "a" AND colour = "red"', f"position 16: expected a field of versions ({VERSION_NAMES}), got 'colour'"),
-    (version_filter, 'tags. = "x"', "position 0: expected a field of versions"),
-    (version_filter, "metrics = 1", "position 0: expected a field of versions"),
-    (version_filter, 'metrics.f1 >= "high"', "position 14: expected a number for 'metrics.f1', got string \"high\""),
-    (version_filter, "version IN (1, \"2\")", "position 15: expected a number for 'version', got string \"2\""),
-    (version_filter, "model = 3", "position 8: expected a string for 'model', got number 3"),
-    (version_filter, "tags.team IN (\"a\", 1.5)", "position 19: expected a string for 'tags.team', got number 1.5"),
-    (version_filter, 'version LIKE "1%"', "position 8: expected =, !=, <, <=, >, >= or IN after number field 'version', got LIKE"),
-    (version_filter, 'cv_metrics.f1 LIKE "0.%"', "position 14: expected =, !=, <, <=, >, >= or IN after number field 'cv_metrics.f1', got LIKE"),
-    (version_filter, 'create_time LIKE "2025%"', "position 12: expected =, !=, <, <=, >, >= or IN after time field 'create_time', got LIKE"),
-    (version_filter, 'model LIKE 5', "position 11: expected a string for 'model', got number 5"),
-    (version_filter, 'model LIKE "a\\\\"', "position 11: expected a character after the last '\\' of the LIKE pattern, got end of pattern"),
-    (version_filter, 'create_time >= "yesterday"', f"position 15: expected {TIME} for 'create_time', got string \"yesterday\""),
-    (version_filter, 'create_time >= "2025-06-01"', f"position 15: expected {TIME} for 'create_time'"),
-    (version_filter, 'create_time >= "2025-06-01T00:00:00"', f"position 15: expected {TIME} for 'create_time'"),
-    (version_filter, 'create_time >= "2025-02-30T00:00:00Z"', f"position 15: expected {TIME} for 'create_time'"),
-    (version_filter, "create_time >= 1748736000", f"position 15: expected {TIME} for 'create_time', got number 1748736000"),
-    (model_filter, 'version = 1', "position 0: expected a field of models (name, task, owner_team, state, create_time, tags.<key>), got 'version'"),
-    (model_filter, 'tags.team = 1', "position 12: expected a string for 'tags.team', got number 1"),
-    (change_filter, 'type = "ALIAS_SET"', "position 0: expected a field of audit entries (model, resource, actor, action, time, sequence), got 'type'"),
-    (change_filter, 'sequence > "5"', "position 11: expected a number for 'sequence', got string \"5\""),
-    (change_filter, 'time < "soon"', f"position 7: expected {TIME} for 'time'"),
-]  # fmt: skip
+    (
+        V,
+        'model = "a" AND colour = "red"',
+        f"16: expected a field of versions ({VERSION_NAMES}), got 'colour'",
+    ),
+    (V, 'tags. = "x"', f"0: expected a field of versions ({VERSION_NAMES}), got 'tags.'"),
+    (V, "metrics = 1", "0: expected a field of versions"),
+    (V, 'metrics.f1 >= "high"', "14: expected a number for 'metrics.f1', got string \"high\""),
+    (V, 'version IN (1, "2")', "15: expected a number for 'version', got string \"2\""),
+    (V, "model = 3", "8: expected a string for 'model', got number 3"),
+    (V, 'tags.team IN ("a", 1.5)', "19: expected a string for 'tags.team', got number 1.5"),
+    (V, 'version LIKE "1%"', f"8: {NOT_LIKE} number field 'version', got LIKE"),
+    (V, 'cv_metrics.f1 LIKE "0.%"', f"14: {NOT_LIKE} number field 'cv_metrics.f1', got LIKE"),
+    (V, 'create_time LIKE "2025%"', f"12: {NOT_LIKE} time field 'create_time', got LIKE"),
+    (V, "model LIKE 5", "11: expected a string for 'model', got number 5"),
+    (V, 'model LIKE "a\\\\"', "11: expected a character after the last '\\' of the LIKE pattern"),
+    (
+        V,
+        'create_time >= "yesterday"',
+        f"15: expected {TIME} for 'create_time', got string \"yesterday\"",
+    ),
+    (V, 'create_time >= "2025-06-01"', f"15: expected {TIME} for 'create_time'"),
+    (V, 'create_time >= "2025-06-01T00:00:00"', f"15: expected {TIME} for 'create_time'"),
+    (V, 'create_time >= "2025-02-30T00:00:00Z"', f"15: expected {TIME} for 'create_time'"),
+    (
+        V,
+        "create_time >= 1748736000",
+        f"15: expected {TIME} for 'create_time', got number 1748736000",
+    ),
+    (M, "version = 1", f"0: expected a field of models ({MODEL_NAMES}), got 'version'"),
+    (M, "tags.team = 1", "12: expected a string for 'tags.team', got number 1"),
+    (C, 'type = "ALIAS_SET"', f"0: expected a field of audit entries ({CHANGE_NAMES}), got 'type'"),
+    (C, 'sequence > "5"', "11: expected a number for 'sequence', got string \"5\""),
+    (C, 'time < "soon"', f"7: expected {TIME} for 'time', got string \"soon\""),
+]
 
 
 @pytest.mark.parametrize(("call", "text", "detail"), FIELD_ERRORS)
 def test_field_errors_name_the_position(call: object, text: str, detail: str) -> None:
     error = error_of(call, text)
-    assert error.message.startswith(f"filter: {detail}")
+    assert error.message.startswith(f"filter: position {detail}")
     assert error.violations[0].field == "filter"
     assert error.message == f"filter: {error.violations[0].description}"
 
@@ -287,22 +323,28 @@ def test_order_by_parses_fields_and_directions() -> None:
     )
 
 
+SORTABLE = (
+    "model, version, status, flavor, author, create_time, lineage.code_revision, "
+    "lineage.training_dataset.sha256, tags.<key>, metrics.<name>, training_metrics.<name>, "
+    "cv_metrics.<name>"
+)
+
 ORDER_ERRORS = [
-    ("model sideways", "position 6: expected asc, desc, ',' or the end after 'model', got 'sideways'"),
-    ("model,", "position 6: expected a field to order by, got end of input"),
-    (", model", "position 0: expected a field to order by, got ','"),
-    ("model desc desc", "position 11: expected ',' or the end of the order, got 'desc'"),
-    ('"model"', "position 0: expected a field to order by, got string \"model\""),
-    ("version, alias", "position 9: expected a field (model, version, status, flavor, author, create_time, "),
-    ("colour desc", "position 0: expected a field (model, version"),
-    ("version, model, version desc", "position 16: expected each field once, got 'version' again"),
-]  # fmt: skip
+    ("model sideways", "6: expected asc, desc, ',' or the end after 'model', got 'sideways'"),
+    ("model,", "6: expected a field to order by, got end of input"),
+    (", model", "0: expected a field to order by, got ','"),
+    ("model desc desc", "11: expected ',' or the end of the order, got 'desc'"),
+    ('"model"', '0: expected a field to order by, got string "model"'),
+    ("version, alias", f"9: expected a field ({SORTABLE}), got 'alias'"),
+    ("colour desc", f"0: expected a field ({SORTABLE}), got 'colour'"),
+    ("version, model, version desc", "16: expected each field once, got 'version' again"),
+]
 
 
 @pytest.mark.parametrize(("text", "detail"), ORDER_ERRORS)
 def test_order_errors_name_the_position(text: str, detail: str) -> None:
     error = error_of(version_order, text)
-    assert error.message.startswith(f"order_by: {detail}")
+    assert error.message.startswith(f"order_by: position {detail}")
     assert error.violations[0].field == "order_by"
 
 

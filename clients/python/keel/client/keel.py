@@ -182,7 +182,12 @@ class Keel:
         Raises ValueError/TypeError for bad input (before any call), RegistrationFailed
         when the server refuses the version, DeadlineExceeded when it stays PENDING.
         """
-        from keel.client.registration import prepare_version  # needs the `ml` extra
+        try:
+            from keel.client.registration import prepare_version
+        except ImportError as error:
+            raise ImportError(
+                f"log_model needs the ML extra: pip install 'keel-client[ml]' ({error})"
+            ) from error
 
         check_model_id(name)
         wanted = parse_objectives(objectives) if objectives is not None else None

@@ -1,0 +1,73 @@
+"""Artifacts: verified, deduplicated, content-addressed uploads; resumable downloads;
+unsafe formats refused and never loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keel.registry.v1 import registry_pb2 as pb
+from tests.support.registry import Client, upload_requests, xgboost_artifact
+
+
+async def rpc_error(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+async def test_upload_dedupe_and_download_with_offset(registry: Client) -> None:
+    artifact = xgboost_artifact(trees=40)
+    first = await registry.upload(artifact)
+    again = await registry.upload(artifact)
+    assert first.artifact.sha256 == artifact.sha256 and not first.already_existed
+    assert again.already_existed and first.artifact.size_bytes == len(artifact.data)
+    chunks = [r async for r in registry.stub.DownloadArtifact(pb.DownloadArtifactRequest(name=f"artifacts/{artifact.sha256}"))]
+    assert chunks[0].WhichOneof("content") == "artifact"
+    body = b"".join(r.chunk for r in chunks[1:])
+    assert hashlib.sha256(body).hexdigest() == artifact.sha256
+    tail = [
+        r.chunk
+        async for r in registry.stub.DownloadArtifact(
+            pb.DownloadArtifactRequest(name=f"artifacts/{artifact.sha256}", offset=100)
+        )
+        if r.WhichOneof("content") == "chunk"
+    ]
+    assert b"".join(tail) == artifact.data[100:]
+
+
+async def test_digest_and_size_mismatches_are_refused(registry: Client) -> None:
+    data = xgboost_artifact().data
+    wrong = await rpc_error(registry.stub.UploadArtifact(upload_requests(data, sha256="a" * 64)))
+    assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT and "a" * 64 in (wrong.details() or "")
+    short = await rpc_error(registry.stub.UploadArtifact(upload_requests(data, size=len(data) + 10)))
+    assert short.code() == grpc.StatusCode.INVALID_ARGUMENT
+    missing = await rpc_error(registry.stub.GetArtifact(pb.GetArtifactRequest(name="artifacts/" + "a" * 64)))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+class _CreatesFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+async def test_a_malicious_pickle_is_refused_and_never_loaded(registry: Client, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_CreatesFile(str(marker)))
+    refused = await rpc_error(registry.stub.UploadArtifact(upload_requests(payload)))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pickle" in (refused.details() or "")
+    assert not marker.exists()
+    assert not os.path.exists(marker)
+    absent = await rpc_error(
+        registry.stub.GetArtifact(pb.GetArtifactRequest(name=f"artifacts/{hashlib.sha256(payload).hexdigest()}"))
+    )
+    assert absent.code() == grpc.StatusCode.NOT_FOUND

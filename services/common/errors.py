@@ -143,8 +143,8 @@ STATUS_TABLE: StatusTable = MappingProxyType(
         ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
         Unavailable: grpc.StatusCode.UNAVAILABLE,
         Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
-    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-    DataLoss: grpc.StatusCode.DATA_LOSS,
+        OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+        DataLoss: grpc.StatusCode.DATA_LOSS,
     }
 )
 

@@ -173,7 +173,7 @@ class Aliases:
             raise NotFound(f"alias 'models/{model_name}/aliases/{alias}' not found")
         return found
 
-    async def list(
+    async def list_page(
         self, model_name: str, size: int, cursor: Cursor | None
     ) -> tuple[list[AliasRecord], Cursor | None]:
         limit = page_size(size)
@@ -240,7 +240,8 @@ class Aliases:
             version = require_version(store, model_name, target, profile=False)
             if version.status != Status.READY:
                 raise FailedPrecondition(
-                    f"cannot roll '{before.resource}' back to version {target}: it is {version.status}"
+                    f"cannot roll '{before.resource}' back to version {target}: "
+                    f"it is {version.status}"
                 )
             return self._move(store, model, before, alias, target, "ROLLBACK", reason, caller)
 

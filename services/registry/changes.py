@@ -3,6 +3,7 @@ resumable stream). Both read the same rows, written with every mutation."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Row
 from services.registry import filter_sql
 from services.registry.core import Core, Cursor, check_cursor, invalid, page_size, query_digest
 from services.registry.records import now_us
-from services.registry.store import CHANGES
+from services.registry.store import CHANGES, Store
 
 BATCH = 500
 
@@ -54,6 +55,10 @@ def _entry(row: Row[Any]) -> ChangeEntry:
         bytes(row.before) if row.before is not None else None,
         tuple(f for f in row.changed_fields.split(",") if f),
     )
+
+
+def _changes_after(seen: int, where: Sequence[ColumnElement[bool]], store: Store) -> list[Row[Any]]:
+    return store.changes_after(seen, BATCH, where)
 
 
 class Changes:
@@ -104,7 +109,7 @@ class Changes:
         quiet_since = time.monotonic()
         while True:
             mark = self.core.hub.latest  # commits here after this wake the wait below
-            rows = await self.core.read(lambda store: store.changes_after(seen, BATCH, where))
+            rows = await self.core.read(functools.partial(_changes_after, seen, where))
             for row in rows:
                 yield _entry(row)
             if rows:

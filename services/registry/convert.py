@@ -100,7 +100,7 @@ def objective(message: metric_pb2.Objective, field: str) -> Objective:
 def objective_message(o: Objective) -> metric_pb2.Objective:
     return metric_pb2.Objective(
         metric=o.metric,
-        comparator=COMPARATOR_ENUM[o.comparator],  # type: ignore[arg-type]
+        comparator=COMPARATOR_ENUM[o.comparator],
         threshold=o.threshold,
         split=_enum_value(metric_pb2.MetricSplit, o.split, "METRIC_SPLIT_"),  # type: ignore[arg-type]
     )
@@ -195,7 +195,7 @@ def version_record(message: model_pb2.ModelVersion, model: str, request_id: str)
         "tags",
         "artifact",
     ):
-        stored.ClearField(output_only)  # type: ignore[arg-type]
+        stored.ClearField(output_only)
     return VersionRecord(
         model=model,
         version=0,
@@ -256,8 +256,8 @@ def version_message(v: VersionRecord, *, full: bool = True) -> model_pb2.ModelVe
     return message
 
 
-def _format(name: str) -> model_pb2.ArtifactFormat:
-    return model_pb2.ArtifactFormat.Value(f"ARTIFACT_FORMAT_{name.upper()}")  # type: ignore[return-value]
+def _format(name: str) -> model_pb2.ArtifactFormat.ValueType:
+    return model_pb2.ArtifactFormat.Value(f"ARTIFACT_FORMAT_{name.upper()}")
 
 
 def artifact_message(a: ArtifactRecord) -> model_pb2.Artifact:
@@ -334,7 +334,7 @@ def _check_message(c: gates.GateCheck) -> gate_pb2.GateCheck:
         for d in c.signature_changes:
             compat.changes.add(
                 feature=d.feature,
-                kind=_enum_value(gate_pb2.SignatureChangeKind, d.kind, "SIGNATURE_CHANGE_KIND_"),  # type: ignore[arg-type]
+                kind=_enum_value(gate_pb2.SignatureChangeKind, d.kind, "SIGNATURE_CHANGE_KIND_"),
                 breaking=d.breaking,
                 old_dtype=_dtype(d.old_dtype),
                 new_dtype=_dtype(d.new_dtype),

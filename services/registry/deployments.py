@@ -147,7 +147,7 @@ class Deployments:
     async def get(self, name: str) -> DeploymentRecord:
         return await self.core.read(lambda store: _resolve(store, self._require(store, name)))
 
-    async def list(
+    async def list_page(
         self, model: str, size: int, cursor: Cursor | None
     ) -> tuple[list[DeploymentRecord], Cursor | None]:
         limit = page_size(size)

@@ -28,7 +28,7 @@ from services.registry.records import (
     VersionRecord,
     now_us,
 )
-from services.registry.safe_load import check_signature
+from services.registry.safe_load import ModelInspection, check_signature
 from services.registry.store import Store
 
 TASKS = ("BINARY_CLASSIFICATION", "MULTICLASS_CLASSIFICATION", "REGRESSION")
@@ -154,7 +154,7 @@ class Models:
         where = filter_sql.model_filter(filter_text)
         if not show_archived:
             archived = filter_sql.model_filter('state = "ACTIVE"')
-            where = archived if where is None else (where & archived)  # type: ignore[operator]
+            where = archived if where is None else (where & archived)
         after = cursor.last_key if cursor else ""
         models = await self.core.read(lambda store: store.list_models(where, after, limit + 1))
         more = len(models) > limit
@@ -226,13 +226,15 @@ class Models:
             artifact = store.get_artifact(version.sha256)
             if artifact is None:
                 raise FailedPrecondition(
-                    f"artifact 'artifacts/{version.sha256}' is not uploaded; call UploadArtifact first"
+                    f"artifact 'artifacts/{version.sha256}' is not uploaded; "
+                    "call UploadArtifact first"
                 )
             inspected = artifact.inspection
             if inspected.get("flavor", "").upper() != version.flavor:
                 raise invalid(
                     "model_version.flavor",
-                    f"the artifact is a {inspected.get('flavor')} model, not {version.flavor.lower()}",
+                    f"the artifact is a {inspected.get('flavor')} model, "
+                    f"not {version.flavor.lower()}",
                 )
             check_signature(artifact_inspection(inspected), names)
             now = now_us()
@@ -389,10 +391,8 @@ def require_version(
     return record
 
 
-def artifact_inspection(data: dict[str, object]) -> object:
+def artifact_inspection(data: dict[str, object]) -> ModelInspection:
     """The stored inspection of an artifact, as the safe loader's dataclass."""
-    from services.registry.safe_load import ModelInspection
-
     fields = {f.name for f in dataclasses.fields(ModelInspection)}
     values = {k: v for k, v in data.items() if k in fields}
     if values.get("feature_names") is not None:

@@ -238,7 +238,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     async def ListAliases(
         self, request: pb.ListAliasesRequest, context: Context
     ) -> pb.ListAliasesResponse:
-        found, nxt = await self.aliases.list(
+        found, nxt = await self.aliases.list_page(
             model_id("parent", request.parent),
             request.page_size,
             convert.cursor(request.page_token),
@@ -387,7 +387,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.ListDeploymentsRequest, context: Context
     ) -> pb.ListDeploymentsResponse:
         model = model_id("model", request.model) if request.model else ""
-        found, nxt = await self.deployments.list(
+        found, nxt = await self.deployments.list_page(
             model, request.page_size, convert.cursor(request.page_token)
         )
         return pb.ListDeploymentsResponse(

@@ -25,16 +25,38 @@ ROUNDS = 6
 MODELS = ("churn", "fraud", "upsell", "credit")
 
 
-def start_registry(tmp: Path, name: str, database_url: str, artifacts: Path) -> tuple[subprocess.Popen[str], str]:
+def start_registry(
+    tmp: Path, name: str, database_url: str, artifacts: Path
+) -> tuple[subprocess.Popen[str], str]:
     ready = tmp / f"{name}.json"
-    argv = [sys.executable, "-m", "keel", "registry", "serve", "--port", "0", "--metrics-port", "0",
-            "--data-dir", str(tmp / name), "--ready-file", str(ready)]
-    proc = spawn(argv, env={"KEEL_REGISTRY_DATABASE_URL": database_url,
-                            "KEEL_REGISTRY_ARTIFACT_ROOT": str(artifacts)})
+    argv = [
+        sys.executable,
+        "-m",
+        "keel",
+        "registry",
+        "serve",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--data-dir",
+        str(tmp / name),
+        "--ready-file",
+        str(ready),
+    ]
+    proc = spawn(
+        argv,
+        env={
+            "KEEL_REGISTRY_DATABASE_URL": database_url,
+            "KEEL_REGISTRY_ARTIFACT_ROOT": str(artifacts),
+        },
+    )
     return proc, wait_ready(proc, ready).address
 
 
-async def worker(client: Client, seed: int, moves: list[tuple[str, int]], registered: list[tuple[str, int]]) -> None:
+async def worker(
+    client: Client, seed: int, moves: list[tuple[str, int]], registered: list[tuple[str, int]]
+) -> None:
     rng = random.Random(seed)
     for _ in range(ROUNDS):
         model = rng.choice(MODELS)
@@ -42,7 +64,9 @@ async def worker(client: Client, seed: int, moves: list[tuple[str, int]], regist
         registered.append((model, version.version))
         while True:  # compare-and-set until this client's move lands
             try:
-                current = await client.stub.GetAlias(pb.GetAliasRequest(name=f"models/{model}/aliases/staging"), timeout=10)
+                current = await client.stub.GetAlias(
+                    pb.GetAliasRequest(name=f"models/{model}/aliases/staging"), timeout=10
+                )
                 held = current.alias.version
             except grpc.aio.AioRpcError as error:
                 assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -65,14 +89,19 @@ async def test_two_replicas_under_concurrent_writers(tmp_path: Path) -> None:
         first, first_address = start_registry(tmp_path, "r1", database, artifacts)
         second, second_address = start_registry(tmp_path, "r2", database, artifacts)
         try:
-            async with grpc.aio.insecure_channel(first_address) as one, grpc.aio.insecure_channel(second_address) as two:
+            async with (
+                grpc.aio.insecure_channel(first_address) as one,
+                grpc.aio.insecure_channel(second_address) as two,
+            ):
                 clients = [Client(one if i % 2 else two, user=f"user{i}") for i in range(CLIENTS)]
                 for model in MODELS:
                     await clients[0].create_model(model)
                 await clients[0].upload(xgboost_artifact())
                 moves: list[tuple[str, int]] = []
                 registered: list[tuple[str, int]] = []
-                await asyncio.gather(*(worker(c, i, moves, registered) for i, c in enumerate(clients)))
+                await asyncio.gather(
+                    *(worker(c, i, moves, registered) for i, c in enumerate(clients))
+                )
                 await check(clients[1], moves, registered)
         finally:
             for proc in (first, second):
@@ -81,12 +110,18 @@ async def test_two_replicas_under_concurrent_writers(tmp_path: Path) -> None:
     assert first.returncode == 0 and second.returncode == 0, outputs
 
 
-async def check(client: Client, moves: list[tuple[str, int]], registered: list[tuple[str, int]]) -> None:
+async def check(
+    client: Client, moves: list[tuple[str, int]], registered: list[tuple[str, int]]
+) -> None:
     assert len(registered) == CLIENTS * ROUNDS and len(moves) == CLIENTS * ROUNDS
     for model in MODELS:
-        listed = await client.stub.ListModelVersions(pb.ListModelVersionsRequest(parent=f"models/{model}", page_size=1000))
+        listed = await client.stub.ListModelVersions(
+            pb.ListModelVersionsRequest(parent=f"models/{model}", page_size=1000)
+        )
         numbers = sorted(v.version for v in listed.model_versions)
-        assert numbers == list(range(1, len(numbers) + 1)), f"{model}: versions not dense: {numbers}"
+        assert numbers == list(range(1, len(numbers) + 1)), (
+            f"{model}: versions not dense: {numbers}"
+        )
         assert numbers == sorted(n for m, n in registered if m == model)
         history = await client.stub.ListAliasHistory(
             pb.ListAliasHistoryRequest(parent=f"models/{model}", alias="staging", page_size=1000)
@@ -108,4 +143,6 @@ async def check(client: Client, moves: list[tuple[str, int]], registered: list[t
             break
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))  # no gap, none twice
     alias_events = [e for e in events if e.type == event_pb2.CHANGE_TYPE_ALIAS_SET]
-    assert sorted((e.alias.name.split("/")[1], e.alias.version) for e in alias_events) == sorted(moves)
+    assert sorted((e.alias.name.split("/")[1], e.alias.version) for e in alias_events) == sorted(
+        moves
+    )

@@ -52,7 +52,11 @@ def xgboost_artifact(trees: int = 5, seed: int = 0) -> Artifact:
     x, y = training_data(seed)
     model = xgboost.XGBClassifier(n_estimators=trees, max_depth=3, random_state=seed)
     model.fit(x, y)
-    return Artifact(bytes(model.get_booster().save_raw("ubj")), model_pb2.FLAVOR_XGBOOST, ("f0", "f1", "f2", "f3"))
+    return Artifact(
+        bytes(model.get_booster().save_raw("ubj")),
+        model_pb2.FLAVOR_XGBOOST,
+        ("f0", "f1", "f2", "f3"),
+    )
 
 
 @cache
@@ -69,7 +73,9 @@ def signature(features: tuple[str, ...], *, required: bool = True) -> schema_pb2
     return schema_pb2.Signature(
         inputs=[
             schema_pb2.Feature(
-                name=name, dtype=schema_pb2.DATA_TYPE_FLOAT32, kind=schema_pb2.FEATURE_KIND_NUMERIC,
+                name=name,
+                dtype=schema_pb2.DATA_TYPE_FLOAT32,
+                kind=schema_pb2.FEATURE_KIND_NUMERIC,
                 required=required,
             )
             for name in features
@@ -89,9 +95,12 @@ def objective(metric: str, comparator: int, threshold: float) -> metric_pb2.Obje
     return metric_pb2.Objective(metric=metric, comparator=comparator, threshold=threshold)  # type: ignore[arg-type]
 
 
-def upload_requests(data: bytes, sha256: str | None = None, size: int | None = None) -> Iterator[pb.UploadArtifactRequest]:
+def upload_requests(
+    data: bytes, sha256: str | None = None, size: int | None = None
+) -> Iterator[pb.UploadArtifactRequest]:
     header = pb.UploadArtifactHeader(
-        sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data) if size is None else size
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data) if size is None else size,
     )
     yield pb.UploadArtifactRequest(header=header)
     for start in range(0, len(data), CHUNK):
@@ -116,15 +125,25 @@ class Client:
 
     async def create_model(self, name: str, **fields: object) -> model_pb2.Model:
         model = model_pb2.Model(task=schema_pb2.TASK_BINARY_CLASSIFICATION, **fields)  # type: ignore[arg-type]
-        reply = await self.stub.CreateModel(pb.CreateModelRequest(model=model, model_id=name), metadata=self.md, timeout=10)
+        reply = await self.stub.CreateModel(
+            pb.CreateModelRequest(model=model, model_id=name), metadata=self.md, timeout=10
+        )
         return reply.model
 
     async def upload(self, artifact: Artifact) -> pb.UploadArtifactResponse:
-        return await self.stub.UploadArtifact(upload_requests(artifact.data), metadata=self.md, timeout=60)
+        return await self.stub.UploadArtifact(
+            upload_requests(artifact.data), metadata=self.md, timeout=60
+        )
 
     async def register(
-        self, model: str, artifact: Artifact | None = None, *, evaluation: dict[str, float] | None = None,
-        features: tuple[str, ...] | None = None, tags: dict[str, str] | None = None, request_id: str = "",
+        self,
+        model: str,
+        artifact: Artifact | None = None,
+        *,
+        evaluation: dict[str, float] | None = None,
+        features: tuple[str, ...] | None = None,
+        tags: dict[str, str] | None = None,
+        request_id: str = "",
     ) -> model_pb2.ModelVersion:
         artifact = artifact or xgboost_artifact()
         await self.upload(artifact)
@@ -136,12 +155,17 @@ class Client:
             tags=tags or {},
         )
         reply = await self.stub.CreateModelVersion(
-            pb.CreateModelVersionRequest(parent=f"models/{model}", model_version=version, request_id=request_id),
-            metadata=self.md, timeout=30,
+            pb.CreateModelVersionRequest(
+                parent=f"models/{model}", model_version=version, request_id=request_id
+            ),
+            metadata=self.md,
+            timeout=30,
         )
         return reply.model_version
 
-    async def set_alias(self, model: str, alias: str, version: int, expected: int | None = None) -> pb.SetAliasResponse:
+    async def set_alias(
+        self, model: str, alias: str, version: int, expected: int | None = None
+    ) -> pb.SetAliasResponse:
         request = pb.SetAliasRequest(name=f"models/{model}/aliases/{alias}", version=version)
         if expected is not None:
             request.expected_version = expected
@@ -149,10 +173,16 @@ class Client:
 
 
 @asynccontextmanager
-async def running_registry(database_url: str, data_dir: Path, artifact_root: str = "") -> AsyncIterator[tuple[Client, int]]:
+async def running_registry(
+    database_url: str, data_dir: Path, artifact_root: str = ""
+) -> AsyncIterator[tuple[Client, int]]:
     settings = RegistrySettings(
-        port=0, metrics_port=None, data_dir=data_dir, database_url=database_url,
-        artifact_root=artifact_root, event_poll_s=0.05,
+        port=0,
+        metrics_port=None,
+        data_dir=data_dir,
+        database_url=database_url,
+        artifact_root=artifact_root,
+        event_poll_s=0.05,
     )
     async with open_registry(settings, TracerProvider(), CollectorRegistry()) as deps:
         server, port = build_server(settings, tracer_provider=TracerProvider(), deps=deps)

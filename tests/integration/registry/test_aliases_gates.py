@@ -37,16 +37,24 @@ async def test_compare_and_set_resolve_history_and_rollback(registry: Client) ->
 
     now = await registry.stub.ResolveAlias(pb.ResolveAliasRequest(reference="churn@staging"))
     assert (now.alias.version, now.model_version.version) == (3, 3)
-    then = await registry.stub.ResolveAlias(pb.ResolveAliasRequest(reference="churn@staging", as_of=stamp))
+    then = await registry.stub.ResolveAlias(
+        pb.ResolveAliasRequest(reference="churn@staging", as_of=stamp)
+    )
     assert then.model_version.version == 1  # what staging pointed to at time T
     latest = await registry.stub.ResolveAlias(pb.ResolveAliasRequest(reference="churn@latest"))
     assert latest.model_version.version == 3
 
-    back = await registry.stub.RollbackAlias(pb.RollbackAliasRequest(name="models/churn/aliases/staging"), metadata=registry.md)
+    back = await registry.stub.RollbackAlias(
+        pb.RollbackAliasRequest(name="models/churn/aliases/staging"), metadata=registry.md
+    )
     assert (back.alias.version, back.alias.previous_version) == (2, 3)
-    again = await registry.stub.RollbackAlias(pb.RollbackAliasRequest(name="models/churn/aliases/staging"), metadata=registry.md)
+    again = await registry.stub.RollbackAlias(
+        pb.RollbackAliasRequest(name="models/churn/aliases/staging"), metadata=registry.md
+    )
     assert again.alias.version == 1
-    history = await registry.stub.ListAliasHistory(pb.ListAliasHistoryRequest(parent="models/churn", alias="staging"))
+    history = await registry.stub.ListAliasHistory(
+        pb.ListAliasHistoryRequest(parent="models/churn", alias="staging")
+    )
     kinds = [(m.kind, m.from_version, m.to_version) for m in history.moves]
     assert kinds == [
         (alias_pb2.ALIAS_MOVE_KIND_ROLLBACK, 2, 1),
@@ -56,7 +64,11 @@ async def test_compare_and_set_resolve_history_and_rollback(registry: Client) ->
         (alias_pb2.ALIAS_MOVE_KIND_SET, 0, 1),
     ]
     assert all(m.actor == "alice" and m.sequence > 0 for m in history.moves)
-    version = (await registry.stub.GetModelVersion(pb.GetModelVersionRequest(name="models/churn/versions/1"))).model_version
+    version = (
+        await registry.stub.GetModelVersion(
+            pb.GetModelVersionRequest(name="models/churn/versions/1")
+        )
+    ).model_version
     assert list(version.aliases) == ["staging"]
 
 
@@ -67,10 +79,14 @@ async def test_alias_errors(registry: Client) -> None:
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     reserved = await rpc_error(registry.set_alias("churn", "latest", 1))
     assert reserved.code() == grpc.StatusCode.INVALID_ARGUMENT
-    absent = await rpc_error(registry.stub.GetAlias(pb.GetAliasRequest(name="models/churn/aliases/prod")))
+    absent = await rpc_error(
+        registry.stub.GetAlias(pb.GetAliasRequest(name="models/churn/aliases/prod"))
+    )
     assert absent.code() == grpc.StatusCode.NOT_FOUND
     bad_ref = await rpc_error(registry.stub.ResolveAlias(pb.ResolveAliasRequest(reference="churn")))
-    assert bad_ref.code() == grpc.StatusCode.INVALID_ARGUMENT and "model@alias" in (bad_ref.details() or "")
+    assert bad_ref.code() == grpc.StatusCode.INVALID_ARGUMENT and "model@alias" in (
+        bad_ref.details() or ""
+    )
 
 
 async def test_protected_alias_gates_refuse_with_a_report(registry: Client) -> None:
@@ -96,8 +112,14 @@ async def test_protected_alias_gates_refuse_with_a_report(registry: Client) -> N
     by_kind = {c.kind: c for c in report.checks}
     assert by_kind[gate_pb2.GATE_CHECK_KIND_OBJECTIVE].outcome == gate_pb2.GATE_CHECK_OUTCOME_FAILED
     assert by_kind[gate_pb2.GATE_CHECK_KIND_OBJECTIVE].objective.actual == pytest.approx(0.7)
-    assert by_kind[gate_pb2.GATE_CHECK_KIND_CHAMPION_COMPARISON].outcome == gate_pb2.GATE_CHECK_OUTCOME_FAILED
-    assert by_kind[gate_pb2.GATE_CHECK_KIND_VERSION_READY].outcome == gate_pb2.GATE_CHECK_OUTCOME_PASSED
+    assert (
+        by_kind[gate_pb2.GATE_CHECK_KIND_CHAMPION_COMPARISON].outcome
+        == gate_pb2.GATE_CHECK_OUTCOME_FAILED
+    )
+    assert (
+        by_kind[gate_pb2.GATE_CHECK_KIND_VERSION_READY].outcome
+        == gate_pb2.GATE_CHECK_OUTCOME_PASSED
+    )
     assert report == dry.gate_report.__class__.FromString(report.SerializeToString())
     held = await registry.stub.GetAlias(pb.GetAliasRequest(name="models/churn/aliases/production"))
     assert held.alias.version == good.version  # nothing moved
@@ -111,7 +133,9 @@ async def test_incompatible_signature_is_refused(registry: Client) -> None:
     await registry.create_model("churn")
     await registry.register("churn")
     await registry.set_alias("churn", "production", 1)
-    renamed = await registry.register("churn", sklearn_artifact(), features=("f0", "f1", "f2", "income"))
+    renamed = await registry.register(
+        "churn", sklearn_artifact(), features=("f0", "f1", "f2", "income")
+    )
     refused = await rpc_error(registry.set_alias("churn", "production", renamed.version))
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "input 'income' added (required)" in (refused.details() or "")
@@ -126,17 +150,22 @@ async def test_approval_from_someone_other_than_the_author(registry: Client) -> 
     assert "needs 1 approval(s)" in (refused.details() or "")
     own = await rpc_error(
         registry.stub.ApproveModelVersion(
-            pb.ApproveModelVersionRequest(name="models/churn/versions/1", alias="production"), metadata=registry.md
+            pb.ApproveModelVersionRequest(name="models/churn/versions/1", alias="production"),
+            metadata=registry.md,
         )
     )
     assert own.code() == grpc.StatusCode.PERMISSION_DENIED
     bob = registry.as_user("bob")
     approval = await bob.stub.ApproveModelVersion(
-        pb.ApproveModelVersionRequest(name="models/churn/versions/1", alias="production", comment="ok"),
+        pb.ApproveModelVersionRequest(
+            name="models/churn/versions/1", alias="production", comment="ok"
+        ),
         metadata=bob.md,
     )
     assert approval.approval.approver == "bob"
     moved = await registry.set_alias("churn", "production", 1)
     assert moved.alias.version == 1 and moved.alias.protected
-    listed = await registry.stub.ListApprovals(pb.ListApprovalsRequest(parent="models/churn/versions/1"))
+    listed = await registry.stub.ListApprovals(
+        pb.ListApprovalsRequest(parent="models/churn/versions/1")
+    )
     assert [a.approver for a in listed.approvals] == ["bob"]

@@ -27,7 +27,12 @@ async def test_upload_dedupe_and_download_with_offset(registry: Client) -> None:
     again = await registry.upload(artifact)
     assert first.artifact.sha256 == artifact.sha256 and not first.already_existed
     assert again.already_existed and first.artifact.size_bytes == len(artifact.data)
-    chunks = [r async for r in registry.stub.DownloadArtifact(pb.DownloadArtifactRequest(name=f"artifacts/{artifact.sha256}"))]
+    chunks = [
+        r
+        async for r in registry.stub.DownloadArtifact(
+            pb.DownloadArtifactRequest(name=f"artifacts/{artifact.sha256}")
+        )
+    ]
     assert chunks[0].WhichOneof("content") == "artifact"
     body = b"".join(r.chunk for r in chunks[1:])
     assert hashlib.sha256(body).hexdigest() == artifact.sha256
@@ -45,9 +50,13 @@ async def test_digest_and_size_mismatches_are_refused(registry: Client) -> None:
     data = xgboost_artifact().data
     wrong = await rpc_error(registry.stub.UploadArtifact(upload_requests(data, sha256="a" * 64)))
     assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT and "a" * 64 in (wrong.details() or "")
-    short = await rpc_error(registry.stub.UploadArtifact(upload_requests(data, size=len(data) + 10)))
+    short = await rpc_error(
+        registry.stub.UploadArtifact(upload_requests(data, size=len(data) + 10))
+    )
     assert short.code() == grpc.StatusCode.INVALID_ARGUMENT
-    missing = await rpc_error(registry.stub.GetArtifact(pb.GetArtifactRequest(name="artifacts/" + "a" * 64)))
+    missing = await rpc_error(
+        registry.stub.GetArtifact(pb.GetArtifactRequest(name="artifacts/" + "a" * 64))
+    )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -59,7 +68,9 @@ class _CreatesFile:
         return (open, (self.path, "w"))
 
 
-async def test_a_malicious_pickle_is_refused_and_never_loaded(registry: Client, tmp_path: Path) -> None:
+async def test_a_malicious_pickle_is_refused_and_never_loaded(
+    registry: Client, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_CreatesFile(str(marker)))
     refused = await rpc_error(registry.stub.UploadArtifact(upload_requests(payload)))
@@ -68,6 +79,8 @@ async def test_a_malicious_pickle_is_refused_and_never_loaded(registry: Client, 
     assert not marker.exists()
     assert not os.path.exists(marker)
     absent = await rpc_error(
-        registry.stub.GetArtifact(pb.GetArtifactRequest(name=f"artifacts/{hashlib.sha256(payload).hexdigest()}"))
+        registry.stub.GetArtifact(
+            pb.GetArtifactRequest(name=f"artifacts/{hashlib.sha256(payload).hexdigest()}")
+        )
     )
     assert absent.code() == grpc.StatusCode.NOT_FOUND

@@ -6,10 +6,16 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from keel.common.v1 import metric_pb2
+from keel.common.v1 import metric_pb2, schema_pb2
 from keel.registry.v1 import model_pb2
 from keel.registry.v1 import registry_pb2 as pb
-from tests.support.registry import Client, objective, sklearn_artifact, xgboost_artifact
+from tests.support.registry import (
+    Client,
+    objective,
+    signature,
+    sklearn_artifact,
+    xgboost_artifact,
+)
 
 
 async def rpc_error(call: object) -> grpc.aio.AioRpcError:
@@ -20,7 +26,9 @@ async def rpc_error(call: object) -> grpc.aio.AioRpcError:
 
 async def test_create_get_update_and_list_models(registry: Client) -> None:
     created = await registry.create_model(
-        "churn", description="who leaves", owner_team="risk",
+        "churn",
+        description="who leaves",
+        owner_team="risk",
         objectives=[objective("f1", metric_pb2.COMPARATOR_GREATER_OR_EQUAL, 0.8)],
     )
     assert created.name == "models/churn" and created.created_by == "alice"
@@ -28,10 +36,14 @@ async def test_create_get_update_and_list_models(registry: Client) -> None:
     got = (await registry.stub.GetModel(pb.GetModelRequest(name="models/churn"))).model
     assert got.description == "who leaves" and got.objectives[0].metric == "f1"
 
-    patch = model_pb2.Model(name="models/churn", description="customers who leave", tags={"team": "risk"})
+    patch = model_pb2.Model(
+        name="models/churn", description="customers who leave", tags={"team": "risk"}
+    )
     updated = (
         await registry.stub.UpdateModel(
-            pb.UpdateModelRequest(model=patch, update_mask=field_mask_pb2.FieldMask(paths=["description", "tags"])),
+            pb.UpdateModelRequest(
+                model=patch, update_mask=field_mask_pb2.FieldMask(paths=["description", "tags"])
+            ),
             metadata=registry.md,
         )
     ).model
@@ -42,7 +54,9 @@ async def test_create_get_update_and_list_models(registry: Client) -> None:
         await registry.create_model(name)
     first = await registry.stub.ListModels(pb.ListModelsRequest(page_size=2))
     assert [m.name for m in first.models] == ["models/a-model", "models/b-model"]
-    second = await registry.stub.ListModels(pb.ListModelsRequest(page_size=2, page_token=first.next_page_token))
+    second = await registry.stub.ListModels(
+        pb.ListModelsRequest(page_size=2, page_token=first.next_page_token)
+    )
     assert [m.name for m in second.models] == ["models/c-model", "models/churn"]
     assert second.next_page_token == ""
 
@@ -64,7 +78,8 @@ async def test_bad_model_requests_are_refused_clearly(registry: Client) -> None:
     mask = await rpc_error(
         registry.stub.UpdateModel(
             pb.UpdateModelRequest(
-                model=model_pb2.Model(name="models/churn"), update_mask=field_mask_pb2.FieldMask(paths=["task"])
+                model=model_pb2.Model(name="models/churn"),
+                update_mask=field_mask_pb2.FieldMask(paths=["task"]),
             )
         )
     )
@@ -79,9 +94,17 @@ async def test_versions_are_numbered_by_the_server_and_ready(registry: Client) -
     assert one.status == model_pb2.MODEL_VERSION_STATUS_READY and one.author == "alice"
     assert one.artifact.format == model_pb2.ARTIFACT_FORMAT_XGBOOST_UBJSON
     assert two.artifact.format == model_pb2.ARTIFACT_FORMAT_SKOPS
-    got = (await registry.stub.GetModelVersion(pb.GetModelVersionRequest(name="models/churn/versions/2"))).model_version
-    assert got.evaluation_metrics[0].name == "f1" and got.evaluation_metrics[0].value == pytest.approx(0.85)
-    listed = await registry.stub.ListModelVersions(pb.ListModelVersionsRequest(parent="models/churn", page_size=1))
+    got = (
+        await registry.stub.GetModelVersion(
+            pb.GetModelVersionRequest(name="models/churn/versions/2")
+        )
+    ).model_version
+    assert got.evaluation_metrics[0].name == "f1" and got.evaluation_metrics[
+        0
+    ].value == pytest.approx(0.85)
+    listed = await registry.stub.ListModelVersions(
+        pb.ListModelVersionsRequest(parent="models/churn", page_size=1)
+    )
     assert [v.version for v in listed.model_versions] == [2]
     rest = await registry.stub.ListModelVersions(
         pb.ListModelVersionsRequest(parent="models/churn", page_token=listed.next_page_token)
@@ -89,7 +112,9 @@ async def test_versions_are_numbered_by_the_server_and_ready(registry: Client) -
     assert [v.version for v in rest.model_versions] == [1]
 
 
-async def test_a_retried_registration_with_the_same_request_id_creates_one_version(registry: Client) -> None:
+async def test_a_retried_registration_with_the_same_request_id_creates_one_version(
+    registry: Client,
+) -> None:
     await registry.create_model("churn")
     first = await registry.register("churn", request_id="run-42")
     again = await registry.register("churn", request_id="run-42")
@@ -104,32 +129,38 @@ async def test_registration_checks_artifact_and_signature(registry: Client) -> N
     assert wrong_count.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "3" in (wrong_count.details() or "") and "4" in (wrong_count.details() or "")
     missing = model_pb2.ModelVersion(
-        flavor=model_pb2.FLAVOR_XGBOOST, artifact=model_pb2.Artifact(sha256="0" * 64),
+        flavor=model_pb2.FLAVOR_XGBOOST,
+        artifact=model_pb2.Artifact(sha256="0" * 64),
         signature=xgboost_signature(),
     )
     not_uploaded = await rpc_error(
-        registry.stub.CreateModelVersion(pb.CreateModelVersionRequest(parent="models/churn", model_version=missing))
+        registry.stub.CreateModelVersion(
+            pb.CreateModelVersionRequest(parent="models/churn", model_version=missing)
+        )
     )
     assert not_uploaded.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "UploadArtifact" in (not_uploaded.details() or "")
-    versions = await registry.stub.ListModelVersions(pb.ListModelVersionsRequest(parent="models/churn"))
+    versions = await registry.stub.ListModelVersions(
+        pb.ListModelVersionsRequest(parent="models/churn")
+    )
     assert list(versions.model_versions) == []  # nothing half-written
 
 
-def xgboost_signature() -> object:
-    from tests.support.registry import signature
-
+def xgboost_signature() -> schema_pb2.Signature:
     return signature(xgboost_artifact().features)
 
 
 async def test_versions_are_immutable_except_description_tags_and_card(registry: Client) -> None:
     await registry.create_model("churn")
     await registry.register("churn")
-    patch = model_pb2.ModelVersion(name="models/churn/versions/1", description="first", model_card="# Churn v1")
+    patch = model_pb2.ModelVersion(
+        name="models/churn/versions/1", description="first", model_card="# Churn v1"
+    )
     updated = (
         await registry.stub.UpdateModelVersion(
             pb.UpdateModelVersionRequest(
-                model_version=patch, update_mask=field_mask_pb2.FieldMask(paths=["description", "model_card"])
+                model_version=patch,
+                update_mask=field_mask_pb2.FieldMask(paths=["description", "model_card"]),
             )
         )
     ).model_version
@@ -137,7 +168,9 @@ async def test_versions_are_immutable_except_description_tags_and_card(registry:
     frozen = await rpc_error(
         registry.stub.UpdateModelVersion(
             pb.UpdateModelVersionRequest(
-                model_version=model_pb2.ModelVersion(name="models/churn/versions/1", flavor=model_pb2.FLAVOR_SKLEARN),
+                model_version=model_pb2.ModelVersion(
+                    name="models/churn/versions/1", flavor=model_pb2.FLAVOR_SKLEARN
+                ),
                 update_mask=field_mask_pb2.FieldMask(paths=["flavor"]),
             )
         )
@@ -149,12 +182,22 @@ async def test_archive_and_delete_are_refused_while_referenced(registry: Client)
     await registry.create_model("churn")
     await registry.register("churn")
     await registry.set_alias("churn", "staging", 1)
-    held = await rpc_error(registry.stub.ArchiveModelVersion(pb.ArchiveModelVersionRequest(name="models/churn/versions/1")))
-    assert held.code() == grpc.StatusCode.FAILED_PRECONDITION and "staging" in (held.details() or "")
+    held = await rpc_error(
+        registry.stub.ArchiveModelVersion(
+            pb.ArchiveModelVersionRequest(name="models/churn/versions/1")
+        )
+    )
+    assert held.code() == grpc.StatusCode.FAILED_PRECONDITION and "staging" in (
+        held.details() or ""
+    )
     refused = await rpc_error(registry.stub.DeleteModel(pb.DeleteModelRequest(name="models/churn")))
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
     await registry.stub.DeleteAlias(pb.DeleteAliasRequest(name="models/churn/aliases/staging"))
     deleted = await registry.stub.DeleteModel(pb.DeleteModelRequest(name="models/churn"))
     assert deleted.deleted_versions == 1
-    gone = await rpc_error(registry.stub.GetArtifact(pb.GetArtifactRequest(name=f"artifacts/{xgboost_artifact().sha256}")))
+    gone = await rpc_error(
+        registry.stub.GetArtifact(
+            pb.GetArtifactRequest(name=f"artifacts/{xgboost_artifact().sha256}")
+        )
+    )
     assert gone.code() == grpc.StatusCode.NOT_FOUND  # the unreferenced artifact was collected

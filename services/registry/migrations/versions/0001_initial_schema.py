@@ -7,7 +7,6 @@ Revises:
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 revision = "0001"
@@ -21,14 +20,14 @@ def upgrade() -> None:
     op.create_table(
         "registry_alias_moves",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("alias", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("model", sa.String(), nullable=False),
+        sa.Column("alias", sa.String(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
         sa.Column("from_version", sa.BigInteger(), nullable=False),
         sa.Column("to_version", sa.BigInteger(), nullable=False),
         sa.Column("move_time", sa.BigInteger(), nullable=False),
-        sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("actor", sa.String(), nullable=False),
+        sa.Column("reason", sa.String(), nullable=False),
         sa.Column("sequence", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -39,24 +38,24 @@ def upgrade() -> None:
 
     op.create_table(
         "registry_aliases",
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("alias", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("model", sa.String(), nullable=False),
+        sa.Column("alias", sa.String(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("previous_version", sa.BigInteger(), nullable=False),
-        sa.Column("updated_by", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("updated_by", sa.String(), nullable=False),
+        sa.Column("reason", sa.String(), nullable=False),
         sa.Column("update_time", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("model", "alias"),
     )
     op.create_table(
         "registry_approvals",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("model", sa.String(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
-        sa.Column("alias", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("decision", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("comment", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("approver", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("alias", sa.String(), nullable=False),
+        sa.Column("decision", sa.String(), nullable=False),
+        sa.Column("comment", sa.String(), nullable=False),
+        sa.Column("approver", sa.String(), nullable=False),
         sa.Column("create_time", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -67,9 +66,9 @@ def upgrade() -> None:
 
     op.create_table(
         "registry_artifacts",
-        sa.Column("sha256", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("format", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("format", sa.String(), nullable=False),
         sa.Column("inspection", sa.JSON(), nullable=False),
         sa.Column("create_time", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("sha256"),
@@ -77,16 +76,16 @@ def upgrade() -> None:
     op.create_table(
         "registry_changes",
         sa.Column("sequence", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("type", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("resource", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("type", sa.String(), nullable=False),
+        sa.Column("resource", sa.String(), nullable=False),
+        sa.Column("model", sa.String(), nullable=False),
         sa.Column("time", sa.BigInteger(), nullable=False),
-        sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("trace_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("actor", sa.String(), nullable=False),
+        sa.Column("reason", sa.String(), nullable=False),
+        sa.Column("trace_id", sa.String(), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.Column("before", sa.LargeBinary(), nullable=True),
-        sa.Column("changed_fields", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("changed_fields", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("sequence"),
     )
     with op.batch_alter_table("registry_changes", schema=None) as batch_op:
@@ -94,27 +93,27 @@ def upgrade() -> None:
 
     op.create_table(
         "registry_counters",
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("name", sa.String(), nullable=False),
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
         "registry_deployment_revisions",
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("name", sa.String(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("model", sa.String(), nullable=False),
         sa.Column("doc", sa.JSON(), nullable=False),
-        sa.Column("updated_by", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("updated_by", sa.String(), nullable=False),
         sa.Column("update_time", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name", "revision"),
     )
     op.create_table(
         "registry_deployments",
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("name", sa.String(length=63), nullable=False),
+        sa.Column("model", sa.String(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("doc", sa.JSON(), nullable=False),
-        sa.Column("updated_by", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("updated_by", sa.String(), nullable=False),
         sa.Column("create_time", sa.BigInteger(), nullable=False),
         sa.Column("update_time", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
@@ -124,14 +123,14 @@ def upgrade() -> None:
 
     op.create_table(
         "registry_models",
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
-        sa.Column("task", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("owner_team", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("state", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("name", sa.String(length=63), nullable=False),
+        sa.Column("task", sa.String(), nullable=False),
+        sa.Column("owner_team", sa.String(), nullable=False),
+        sa.Column("state", sa.String(), nullable=False),
         sa.Column("latest_version", sa.BigInteger(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.Column("doc", sa.JSON(), nullable=False),
-        sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("created_by", sa.String(), nullable=False),
         sa.Column("create_time", sa.BigInteger(), nullable=False),
         sa.Column("update_time", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
@@ -144,17 +143,17 @@ def upgrade() -> None:
     op.create_table(
         "registry_versions",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("model", sa.String(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("status_message", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("flavor", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("artifact_sha256", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("author", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("code_revision", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("dataset_sha256", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
+        sa.Column("status_message", sa.String(), nullable=False),
+        sa.Column("flavor", sa.String(), nullable=False),
+        sa.Column("artifact_sha256", sa.String(), nullable=False),
+        sa.Column("author", sa.String(), nullable=False),
+        sa.Column("code_revision", sa.String(), nullable=False),
+        sa.Column("dataset_sha256", sa.String(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
-        sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("request_id", sa.String(), nullable=False),
         sa.Column("doc", sa.JSON(), nullable=False),
         sa.Column("profile", sa.JSON(), nullable=False),
         sa.Column("create_time", sa.BigInteger(), nullable=False),
@@ -175,8 +174,8 @@ def upgrade() -> None:
     op.create_table(
         "registry_version_metrics",
         sa.Column("version_id", sa.Integer(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("name", sa.String(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["version_id"],
@@ -192,8 +191,8 @@ def upgrade() -> None:
     op.create_table(
         "registry_version_tags",
         sa.Column("version_id", sa.Integer(), nullable=False),
-        sa.Column("key", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("value", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("key", sa.String(), nullable=False),
+        sa.Column("value", sa.String(), nullable=False),
         sa.ForeignKeyConstraint(
             ["version_id"],
             ["registry_versions.id"],

@@ -71,7 +71,7 @@ test: lint $(TEST_SETUP)
 	$(PYTEST)
 
 run: $(VENV)/.installed
-	$(BIN)/keel up
+	$(BIN)/keel up --demo
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

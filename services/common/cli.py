@@ -7,12 +7,13 @@ import asyncio
 import importlib
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from services.common.service import ServiceSpec, run
+from services.common.service import Listening, ServiceSpec, run
 from services.common.supervisor import Child, Supervisor, run_until_signalled
 
 # Every service of the suite, in start order (a service after those it calls), with the
@@ -80,6 +81,9 @@ def up(
     registry_port: Annotated[int, typer.Option("--registry-port")] = 50051,
     inference_port: Annotated[int, typer.Option("--inference-port")] = 50052,
     monitor_port: Annotated[int, typer.Option("--monitor-port")] = 50053,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Register a demo model once the registry is up.")
+    ] = False,
 ) -> None:
     """Start every service that is built, each as its own process; Ctrl-C stops them all."""
     ports = {"registry": registry_port, "inference": inference_port, "monitor": monitor_port}
@@ -110,7 +114,18 @@ def up(
         )
         for name in built
     ]
-    raise typer.Exit(asyncio.run(run_until_signalled(Supervisor(children))))
+    hook = _demo if demo and "registry" in built else None
+    raise typer.Exit(asyncio.run(run_until_signalled(Supervisor(children), hook)))
+
+
+async def _demo(listening: Mapping[str, Listening]) -> None:
+    from services.registry.demo import load_demo
+
+    try:
+        message = await asyncio.to_thread(load_demo, listening["registry"].address)
+    except Exception as error:  # noqa: BLE001 - the suite keeps running without a demo
+        message = f"demo model not loaded: {error}"
+    print(f"keel: {message}", flush=True)
 
 
 def _peer_addresses(started: Any) -> dict[str, str]:

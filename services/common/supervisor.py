@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -22,6 +22,7 @@ from typing import TextIO
 from services.common.service import Listening, read_ready_file
 
 READY_POLL_S = 0.05
+ReadyHook = Callable[[Mapping[str, Listening]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,19 @@ class Supervisor:
             await asyncio.gather(*(p.wait() for p in running))
         await asyncio.gather(*self._pumps, return_exceptions=True)
 
-    async def run(self, stop: asyncio.Event) -> int:
-        """Start all, run until ``stop`` is set or a child exits; 0 on a requested stop."""
+    async def run(self, stop: asyncio.Event, on_ready: ReadyHook | None = None) -> int:
+        """Start all, run until ``stop`` is set or a child exits; 0 on a requested stop.
+        ``on_ready`` runs once every child is ready (e.g. to load a demo model)."""
         try:
             await self.start()
+            self._out.write(
+                "keel: ready: "
+                + ", ".join(f"{n} on {s.address}" for n, s in self.listening.items())
+                + " (Ctrl-C stops)\n"
+            )
+            self._out.flush()
+            if on_ready is not None:
+                await on_ready(self.listening)
             watcher = asyncio.create_task(self.wait_any_exit())
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -144,14 +154,14 @@ class Supervisor:
             await self.stop()
 
 
-async def run_until_signalled(supervisor: Supervisor) -> int:
+async def run_until_signalled(supervisor: Supervisor, on_ready: ReadyHook | None = None) -> int:
     """Run ``supervisor`` until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        return await supervisor.run(stop)
+        return await supervisor.run(stop, on_ready)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

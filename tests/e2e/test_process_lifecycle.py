@@ -17,6 +17,8 @@ import pytest
 
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
+from keel.registry.v1 import registry_pb2, registry_pb2_grpc
+from services.common.service import read_ready_file
 from services.common.supervisor import Child, Supervisor
 from tests.support.processes import probe_argv, python_env, spawn, wait_ready
 
@@ -125,12 +127,32 @@ def test_supervisor_stops_the_others_when_one_child_dies(tmp_path: Path) -> None
     assert "broken exited with code 7 before it was ready" in out.getvalue()
 
 
-def test_keel_up_says_which_issues_bring_the_services() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "keel", "up", "--data-dir", "/nonexistent-unused"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_keel_up_starts_the_built_services_with_a_demo_model_and_stops_on_sigint(
+    tmp_path: Path,
+) -> None:
+    argv = [sys.executable, "-m", "keel", "up", "--data-dir", str(tmp_path), "--demo"]
+    argv += ["--registry-port", "0", "--inference-port", "0", "--monitor-port", "0"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=python_env()
     )
-    assert result.returncode == 3
-    assert "registry (issue #3)" in result.stderr
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if "demo model" in line:
+            break
+    listening = read_ready_file(tmp_path / "run" / "registry.json")
+    with grpc.insecure_channel(listening.address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        resolved = stub.ResolveAlias(
+            registry_pb2.ResolveAliasRequest(reference="demo-churn@production"), timeout=10
+        )
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    output = "\n".join(lines) + rest
+    assert proc.returncode == 0, output
+    assert resolved.model_version.version == 1
+    assert any(line.startswith("registry | keel: registry listening on") for line in lines), output
+    assert "keel: demo model 'demo-churn' version 1 registered and in production" in output
+    with pytest.raises(ProcessLookupError):
+        os.kill(listening.pid, 0)

@@ -9,6 +9,8 @@ grpcio and protobuf.
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 import time
 import uuid
@@ -88,6 +90,7 @@ class Keel:
         monitor: str = DEFAULT_MONITOR,
         *,
         timeout: float = 30.0,
+        user: str | None = None,
     ) -> None:
         for address in (registry, inference, monitor):
             parse_address(address)
@@ -95,6 +98,7 @@ class Keel:
             raise ValueError(f"timeout {timeout}: expected a positive number of seconds")
         self.addresses = {"registry": registry, "inference": inference, "monitor": monitor}
         self.timeout = timeout
+        self.user = user or os.environ.get("KEEL_USER") or getpass.getuser()
         self._channels: dict[str, grpc.Channel] = {}
         self._registry: RegistryClient | None = None
         self._sleep: Callable[[float], None] = time.sleep
@@ -130,7 +134,9 @@ class Keel:
                 long_methods=[UPLOAD_METHOD, DOWNLOAD_METHOD],
                 streaming_methods=[WATCH_METHOD],
             )
-            self._registry = RegistryClient.on_channel(channel, timeout=self.timeout)
+            self._registry = RegistryClient.on_channel(
+                channel, timeout=self.timeout, user=self.user
+            )
         return self._registry
 
     def close(self) -> None:

@@ -15,13 +15,14 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from keel.client.errors import NotFound, translate
-from keel.registry.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+from keel.registry.v1 import alias_pb2, model_pb2, registry_pb2, registry_pb2_grpc
 
 SERVICE = "keel.registry.v1.RegistryService"
 UPLOAD_METHOD = f"{SERVICE}/UploadArtifact"
 DOWNLOAD_METHOD = f"{SERVICE}/DownloadArtifact"
 WATCH_METHOD = f"{SERVICE}/WatchEvents"
 CHUNK_BYTES = 1024 * 1024
+IDENTITY_HEADER = "x-keel-user"
 # Uploads get their own deadline: the default one plus a second per this many bytes.
 UPLOAD_BYTES_PER_SECOND = 4 * 1024 * 1024
 
@@ -57,17 +58,26 @@ class RegistryClient:
     """Calls to ``keel.registry.v1.RegistryService`` over one channel."""
 
     def __init__(
-        self, stub: registry_pb2_grpc.RegistryServiceStub, *, timeout: float = 30.0
+        self,
+        stub: registry_pb2_grpc.RegistryServiceStub,
+        *,
+        timeout: float = 30.0,
+        user: str | None = None,
     ) -> None:
         self._stub = stub
         self._timeout = timeout
+        # Who the registry records as author and actor (until bearer tokens, issue #8).
+        self._metadata = ((IDENTITY_HEADER, user),) if user else ()
 
     @classmethod
-    def on_channel(cls, channel: grpc.Channel, *, timeout: float = 30.0) -> RegistryClient:
-        return cls(registry_pb2_grpc.RegistryServiceStub(channel), timeout=timeout)
+    def on_channel(
+        cls, channel: grpc.Channel, *, timeout: float = 30.0, user: str | None = None
+    ) -> RegistryClient:
+        return cls(registry_pb2_grpc.RegistryServiceStub(channel), timeout=timeout, user=user)
 
     def _call(self, method: Callable[..., _T], request: Any, **kwargs: Any) -> _T:
         kwargs.setdefault("timeout", self._timeout)
+        kwargs.setdefault("metadata", self._metadata)
         try:
             return method(request, **kwargs)
         except grpc.RpcError as error:
@@ -157,3 +167,12 @@ class RegistryClient:
         if expected_version is not None:
             request.expected_version = expected_version
         return self._call(self._stub.SetAlias, request)
+
+    def get_alias(self, model_id: str, alias: str) -> alias_pb2.Alias:
+        request = registry_pb2.GetAliasRequest(name=alias_name(model_id, alias))
+        return self._call(self._stub.GetAlias, request).alias
+
+    def resolve(self, reference: str) -> registry_pb2.ResolveAliasResponse:
+        """``model@alias`` (or ``model@latest``) to the alias and the version it holds."""
+        request = registry_pb2.ResolveAliasRequest(reference=reference)
+        return self._call(self._stub.ResolveAlias, request)

@@ -1,0 +1,65 @@
+"""Small numeric helpers every benchmark shares: percentiles, medians, CPU time."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def percentile_ms(seconds: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` percentile of latencies given in seconds, in milliseconds."""
+    if not seconds:
+        return float("nan")
+    ordered = sorted(seconds)
+    return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux ``/proc``), else None."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuShare:
+    """How busy the server process and this (client) process were during a phase, as a
+    fraction of one core."""
+
+    server: float | None
+    client: float
+
+    def describe(self) -> str:
+        server = "?" if self.server is None else f"{100 * self.server:.0f}%"
+        return f"server {server}, client {100 * self.client:.0f}% of a core"
+
+
+class CpuMeter:
+    """Measures the CPU share of the server and of this process over a ``with`` block."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pid = server_pid
+        self.share = CpuShare(None, 0.0)
+
+    def __enter__(self) -> CpuMeter:
+        self._wall = time.perf_counter()
+        self._client = time.process_time()
+        self._server = process_cpu_seconds(self.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._wall
+        server = process_cpu_seconds(self.pid)
+        self.share = CpuShare(
+            None if server is None or self._server is None else (server - self._server) / wall,
+            (time.process_time() - self._client) / wall,
+        )

@@ -22,10 +22,8 @@ def load_demo(registry: str) -> str:
         except NotFound:
             pass
         x, y = make_classification(n_samples=2000, n_features=6, n_informative=4, random_state=7)
-        names = ["tenure", "monthly_charges", "support_calls", "usage", "discount", "age"]
-        frame = pd.DataFrame(x, columns=names).astype(np.float32)
         x_train, x_test, y_train, y_test = train_test_split(
-            frame, y, test_size=0.25, random_state=7
+            x.astype(np.float32), y, test_size=0.25, random_state=7
         )
         model = xgboost.XGBClassifier(n_estimators=50, max_depth=4).fit(x_train, y_train)
         version = keel.log_model(

@@ -1,111 +1,45 @@
-"""``make bench``: the plumbing floor, Keel's server stack against a bare grpc.aio server.
+"""``make bench``: ``python -m bench`` runs every benchmark in turn; ``python -m bench
+floor`` or ``python -m bench registry`` runs one.
 
-Each server runs in its own process; one client process drives it with ServerLive calls:
-one client (latency) and 32 concurrent clients (throughput). Printed: medians of
-``--runs`` runs and the keel/bare ratio measured within each run.
+- floor: the plumbing floor, Keel's server stack against a bare grpc.aio server.
+- registry: the registry service on SQLite and PostgreSQL against its goals and MLflow.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
+from bench import floor, registry
 
-from keel.oip.v2 import open_inference_pb2 as oip
-from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
-from services.common.service import read_ready_file
-
-
-@dataclass
-class Figures:
-    p50_ms: float
-    p99_ms: float
-    rps: float
-
-
-async def _drive(address: str, clients: int, seconds: float) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = oip_grpc.GRPCInferenceServiceStub(channel)
-        await stub.ServerLive(oip.ServerLiveRequest(), timeout=5)
-        end = time.perf_counter() + seconds
-
-        async def client() -> None:
-            while time.perf_counter() < end:
-                started = time.perf_counter()
-                await stub.ServerLive(oip.ServerLiveRequest(), timeout=5)
-                latencies.append(time.perf_counter() - started)
-
-        await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, len(latencies)
-
-
-def measure(address: str, clients: int, seconds: float) -> Figures:
-    latencies, count = asyncio.run(_drive(address, clients, seconds))
-    ordered = sorted(latencies)
-    return Figures(
-        p50_ms=1000 * ordered[len(ordered) // 2],
-        p99_ms=1000 * ordered[int(len(ordered) * 0.99)],
-        rps=count / seconds,
-    )
-
-
-def start(kind: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    ready = folder / f"{kind}.json"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.floor_server", kind, str(ready)], env=env)
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{kind} floor server did not start")
-        time.sleep(0.05)
-    return proc, read_ready_file(ready).address
+BENCHMARKS = ("floor", "registry")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("benchmark", nargs="?", choices=BENCHMARKS, help="default: all")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help=f"runs to take medians of (default: floor {floor.DEFAULT_RUNS}, "
+        f"registry {registry.DEFAULT_RUNS}; --quick: 1)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help=f"floor: seconds per measurement (default {floor.DEFAULT_SECONDS:g}; --quick: 1)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run of everything")
     args = parser.parse_args()
-    results: dict[tuple[str, int], list[Figures]] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        servers = {kind: start(kind, Path(scratch)) for kind in ("bare", "keel")}
-        try:
-            for _ in range(args.runs):
-                for clients in (1, 32):
-                    for kind, (_, address) in servers.items():
-                        figures = measure(address, clients, args.seconds)
-                        results.setdefault((kind, clients), []).append(figures)
-        finally:
-            for proc, _ in servers.values():
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
-    print(f"plumbing floor: ServerLive, {args.runs} runs x {args.seconds:.0f}s, medians")
-    print(f"{'server':<6} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9}")
-    for (kind, clients), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        p50 = statistics.median(f.p50_ms for f in runs)
-        p99 = statistics.median(f.p99_ms for f in runs)
-        rps = statistics.median(f.rps for f in runs)
-        print(f"{kind:<6} {clients:>7} {p50:>8.3f} {p99:>8.3f} {rps:>9.0f}")
-    for clients in (1, 32):
-        ratios = [
-            k.rps / b.rps
-            for k, b in zip(results[("keel", clients)], results[("bare", clients)], strict=True)
-        ]
-        print(
-            f"keel/bare throughput at {clients} client(s): median ratio "
-            f"{statistics.median(ratios):.2f} (per run: {', '.join(f'{r:.2f}' for r in ratios)})"
+    chosen = [args.benchmark] if args.benchmark else list(BENCHMARKS)
+    if "floor" in chosen:
+        floor.run(
+            args.runs or (1 if args.quick else floor.DEFAULT_RUNS),
+            args.seconds or (1.0 if args.quick else floor.DEFAULT_SECONDS),
         )
+    if "registry" in chosen:
+        registry.run(args.runs or (1 if args.quick else registry.DEFAULT_RUNS), args.quick)
 
 
 if __name__ == "__main__":

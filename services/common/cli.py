@@ -108,6 +108,9 @@ def up(
                 str(data_dir / name),
                 "--ready-file",
                 str(data_dir / "run" / f"{name}.json"),
+                # Services on free ports (tests, several suites side by side) keep
+                # metrics off rather than fight over the fixed metrics ports.
+                *(["--metrics-port", "0"] if ports[name] == 0 else []),
             ],
             ready_file=data_dir / "run" / f"{name}.json",
             env_from=_peer_addresses,

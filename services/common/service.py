@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from services.common.server import ServerDeps, build_server, run_until_signalled
+from services.common.server import BindError, ServerDeps, build_server, run_until_signalled
 from services.common.settings import ServerSettings
 from services.common.telemetry import serve_metrics, tracer_provider
 
@@ -99,7 +99,11 @@ async def serve(spec: ServiceSpec[S], settings: S, ready_file: Path | None = Non
         async with spec.open(settings, provider, metrics) as deps:
             server, port = build_server(settings, tracer_provider=provider, deps=deps)
             await server.start()
-            endpoint = serve_metrics(metrics, settings.host, settings.metrics_port)
+            try:
+                endpoint = serve_metrics(metrics, settings.host, settings.metrics_port)
+            except OSError:
+                await server.stop(None)
+                raise
             metrics_port = endpoint.port if endpoint is not None else None
             listening = Listening(spec.name, settings.host, port, metrics_port, os.getpid())
             print(listening.line(), flush=True)
@@ -121,4 +125,9 @@ def run(spec: ServiceSpec[S], settings: S, ready_file: Path | None) -> None:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s {spec.name} %(name)s: %(message)s",
     )
-    asyncio.run(serve(spec, settings, ready_file))
+    try:
+        asyncio.run(serve(spec, settings, ready_file))
+    except (BindError, OSError) as error:
+        # A taken port is the usual cause: say it in one line, not a traceback.
+        print(f"keel: {spec.name} cannot start: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

@@ -60,7 +60,10 @@ def serve_metrics(
     a free port (the ``serve`` commands map ``--metrics-port 0`` to None)."""
     if port is None:
         return None
-    httpd, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        raise OSError(f"metrics: cannot listen on {host}:{port}: {error.strerror}") from None
 
     def close() -> None:
         httpd.shutdown()

@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def start(
     argv: Sequence[str], ready: Path, *, env: dict[str, str] | None = None, timeout: float = 60
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Run ``argv`` and return it with the address its ready file names once it exists."""
+    """Run ``argv`` (its stdout discarded, its stderr shown) and return it with the address
+    its ready file names once it exists."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.Popen(list(argv), env=full_env)
+    proc = subprocess.Popen(list(argv), env=full_env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

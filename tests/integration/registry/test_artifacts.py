@@ -84,3 +84,29 @@ async def test_a_malicious_pickle_is_refused_and_never_loaded(
         )
     )
     assert absent.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_artifacts_on_an_fsspec_memory_filesystem(tmp_path: Path) -> None:
+    import uuid
+
+    import fsspec
+
+    from tests.support.registry import running_registry
+
+    root = f"memory://keel-{uuid.uuid4().hex}"
+    artifact = xgboost_artifact()
+    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, root) as (client, _):
+        await client.create_model("churn")
+        version = await client.register("churn")
+        assert version.artifact.sha256 == artifact.sha256
+        fs = fsspec.filesystem("memory")
+        stored = f"{root.removeprefix('memory://')}/sha256/{artifact.sha256[:2]}/{artifact.sha256[2:]}"
+        assert fs.cat_file(stored) == artifact.data
+        chunks = [
+            r.chunk
+            async for r in client.stub.DownloadArtifact(
+                pb.DownloadArtifactRequest(name=f"artifacts/{artifact.sha256}")
+            )
+            if r.WhichOneof("content") == "chunk"
+        ]
+        assert b"".join(chunks) == artifact.data

@@ -29,8 +29,9 @@ class PageCursor(_message.Message):
       A token is only valid with the same filter and order it was issued for; a
       token that does not decode, or was issued for another query, is
       INVALID_ARGUMENT naming `page_token`.
-    - Pages are keyset-based (the last row's sort key), so inserts between pages
-      never repeat or skip rows.
+    - Lists ordered by name or number page by key (the last row's sort key), so
+      inserts between pages never repeat or skip rows; searches with a free
+      `order_by` page by position.
 
     PageCursor is the decoded page token; only servers build and read it.
     """

@@ -100,7 +100,9 @@ async def test_artifacts_on_an_fsspec_memory_filesystem(tmp_path: Path) -> None:
         version = await client.register("churn")
         assert version.artifact.sha256 == artifact.sha256
         fs = fsspec.filesystem("memory")
-        stored = f"{root.removeprefix('memory://')}/sha256/{artifact.sha256[:2]}/{artifact.sha256[2:]}"
+        stored = (
+            f"{root.removeprefix('memory://')}/sha256/{artifact.sha256[:2]}/{artifact.sha256[2:]}"
+        )
         assert fs.cat_file(stored) == artifact.data
         chunks = [
             r.chunk

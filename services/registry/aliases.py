@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.common.errors import Conflict, FailedPrecondition, NotFound
+from services.common.errors import Conflict, FailedPrecondition, NotFound, PermissionDenied
 from services.registry import gates
 from services.registry.core import (
     Core,
@@ -338,8 +338,6 @@ class Aliases:
             require_model(store, model_name, lock=True)
             target = require_version(store, model_name, version, profile=False)
             if target.author and target.author == caller.identity:
-                from services.common.errors import PermissionDenied
-
                 raise PermissionDenied("the author of a version cannot approve or reject it")
             record = store.add_approval(
                 ApprovalRecord(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from services.common.errors import AlreadyExists, NotFound
+from services.common.errors import AlreadyExists, DomainError, NotFound
 from services.registry.core import (
     Core,
     Cursor,
@@ -65,9 +65,7 @@ def _resolve(store: Store, d: DeploymentRecord) -> DeploymentRecord:
     def current(target: str) -> int:
         try:
             return _target_version(store, "target", target)[1]
-        except (NotFound, ValueError):
-            return 0
-        except Exception:  # noqa: BLE001 - an unresolvable target reads as 0
+        except DomainError:  # a target deleted or archived since: it serves nothing
             return 0
 
     routes = tuple(dataclasses.replace(r, resolved_version=current(r.target)) for r in d.routes)

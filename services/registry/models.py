@@ -21,15 +21,18 @@ from services.registry.records import (
     CANONICAL_METRICS,
     Caller,
     Change,
+    DeploymentRecord,
     ModelRecord,
     Objective,
     Policy,
+    Route,
+    Shadow,
     Status,
     VersionRecord,
     now_us,
 )
 from services.registry.safe_load import ModelInspection, check_signature
-from services.registry.store import Store
+from services.registry.store import VERSIONS, Store
 
 TASKS = ("BINARY_CLASSIFICATION", "MULTICLASS_CLASSIFICATION", "REGRESSION")
 MODEL_PATHS = ("description", "owner_team", "objectives", "tags", "promotion_policy")
@@ -274,8 +277,6 @@ class Models:
         limit = page_size(size)
         digest = query_digest("versions", model)
         cursor = check_cursor(cursor, digest)
-        from services.registry.store import VERSIONS
-
         where = [VERSIONS.c.model == model]
         if cursor is not None:
             where.append(VERSIONS.c.version < cursor.last_id)
@@ -373,10 +374,11 @@ class Models:
         return await self.core.write(work)
 
 
-def uses(deployment: object, version: int) -> bool:
-    routes = getattr(deployment, "routes", ()) + getattr(deployment, "shadows", ())
+def uses(deployment: DeploymentRecord, version: int) -> bool:
+    """Whether a route or shadow of ``deployment`` serves ``version`` now or by name."""
+    targets: list[Route | Shadow] = [*deployment.routes, *deployment.shadows]
     return any(
-        r.resolved_version == version or r.target.endswith(f"/versions/{version}") for r in routes
+        t.resolved_version == version or t.target.endswith(f"/versions/{version}") for t in targets
     )
 
 

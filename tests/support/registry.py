@@ -4,7 +4,7 @@ real model artifacts trained on the spot."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -105,6 +105,15 @@ def upload_requests(
     yield pb.UploadArtifactRequest(header=header)
     for start in range(0, len(data), CHUNK):
         yield pb.UploadArtifactRequest(chunk=data[start : start + CHUNK])
+
+
+async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
+    """The error a call ends with (the test fails if it succeeds)."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error
+    raise AssertionError("the call succeeded; expected an error")
 
 
 class Client:

@@ -12,13 +12,7 @@ from grpc_status import rpc_status
 from keel.common.v1 import metric_pb2
 from keel.registry.v1 import alias_pb2, gate_pb2, model_pb2
 from keel.registry.v1 import registry_pb2 as pb
-from tests.support.registry import Client, objective
-
-
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
+from tests.support.registry import Client, objective, rpc_error
 
 
 async def test_compare_and_set_resolve_history_and_rollback(registry: Client) -> None:

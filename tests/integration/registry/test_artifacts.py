@@ -9,16 +9,9 @@ import pickle
 from pathlib import Path
 
 import grpc
-import pytest
 
 from keel.registry.v1 import registry_pb2 as pb
-from tests.support.registry import Client, upload_requests, xgboost_artifact
-
-
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
+from tests.support.registry import Client, rpc_error, upload_requests, xgboost_artifact
 
 
 async def test_upload_dedupe_and_download_with_offset(registry: Client) -> None:

@@ -12,16 +12,11 @@ from keel.registry.v1 import registry_pb2 as pb
 from tests.support.registry import (
     Client,
     objective,
+    rpc_error,
     signature,
     sklearn_artifact,
     xgboost_artifact,
 )
-
-
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
 
 
 async def test_create_get_update_and_list_models(registry: Client) -> None:

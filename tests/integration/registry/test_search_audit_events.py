@@ -5,18 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-import pytest
 from google.protobuf import duration_pb2
 
 from keel.registry.v1 import deployment_pb2, event_pb2, model_pb2
 from keel.registry.v1 import registry_pb2 as pb
-from tests.support.registry import Client, sklearn_artifact
-
-
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    return caught.value
+from tests.support.registry import Client, rpc_error, sklearn_artifact
 
 
 async def populate(registry: Client) -> None:

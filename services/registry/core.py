@@ -102,10 +102,11 @@ class Core:
 
         def unit(connection: Connection) -> tuple[T, int]:
             store = Store(connection, self.encode)
-            return work(store), store.latest_sequence()
+            return work(store), store.last_sequence
 
         result, latest = await self.db.write(unit)
-        await self.hub.committed(latest)
+        if latest:
+            await self.hub.committed(latest)
         return result
 
     async def read(self, work: Callable[[Store], T]) -> T:

@@ -170,6 +170,7 @@ class Store:
     def __init__(self, connection: Connection, encode: ChangeEncoder | None = None) -> None:
         self.c = connection
         self._encode = encode
+        self.last_sequence = 0  # the highest sequence this unit of work recorded
 
     # models -------------------------------------------------------------------------
     def get_model(self, name: str, *, lock: bool = False) -> ModelRecord | None:
@@ -259,12 +260,13 @@ class Store:
             .returning(VERSIONS.c.id)
         ).one()
         version_id = int(row[0])
-        self._index_version(version_id, v)
+        self._index_version(version_id, v, fresh=True)
         return version_id
 
-    def _index_version(self, version_id: int, v: VersionRecord) -> None:
-        self.c.execute(delete(METRICS).where(METRICS.c.version_id == version_id))
-        self.c.execute(delete(TAGS).where(TAGS.c.version_id == version_id))
+    def _index_version(self, version_id: int, v: VersionRecord, *, fresh: bool = False) -> None:
+        if not fresh:
+            self.c.execute(delete(METRICS).where(METRICS.c.version_id == version_id))
+            self.c.execute(delete(TAGS).where(TAGS.c.version_id == version_id))
         metric_rows = [
             {"version_id": version_id, "kind": kind, "name": name, "value": value}
             for kind, values in zip(
@@ -584,6 +586,7 @@ class Store:
                 changed_fields=",".join(change.changed_fields),
             )
         )
+        self.last_sequence = sequence
         return sequence
 
     def latest_sequence(self) -> int:

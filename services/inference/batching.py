@@ -1,0 +1,334 @@
+"""Dynamic batching for one loaded version: concurrent requests become one model call.
+
+Like Triton's dynamic batcher with its default delay of 0, a batch is whatever is queued
+when the worker is free: requests that arrive while the model is busy are coalesced
+into the next call, in arrival order, up to ``max_batch_rows`` rows (a larger request
+runs alone). The model call — concatenating inputs, predicting, splitting outputs —
+runs in the executor, never on the event loop.
+
+``max_delay_s`` is spent only when concurrency was just seen: if the previous batch
+held k > 1 requests, the worker waits (measured from the oldest queued request) until k
+requests or ``max_batch_rows`` rows are queued, or the delay runs out. A lone caller
+(previous batch of 1) is never delayed. This avoids MLServer's adaptive batcher paying
+``max_batch_time`` on every lone request (MLServer#1826), and keeps batches from
+alternating 1, k-1, 1, k-1 under steady load.
+
+Requests are split back by row counts and every tensor's first dimension is checked, so
+a caller can only get its own rows (MLServer#1306, #1911 split wrongly). An error in
+the model call fails exactly the requests of that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.inference.records import Features, Outputs
+
+Predict = Callable[[Features], Outputs]
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A cumulative count and total time, as Triton's ``StatisticDuration``."""
+
+    count: int = 0
+    ns: int = 0
+
+
+@dataclass(frozen=True)
+class BatchSizeStatistics:
+    """Executions of one batch size (rows), as Triton's ``InferBatchStatistics``."""
+
+    batch_size: int
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+
+
+@dataclass(frozen=True)
+class BatcherStatistics:
+    """A snapshot for Triton's ModelStatistics.
+
+    As in Triton: ``inference_count`` is rows and ``execution_count`` model calls, both
+    of successful calls; ``success``/``fail`` time a request from submit to answer;
+    ``queue`` and ``compute_*`` count each successful request once, a batch's compute
+    time counting for every request in it; ``batch_stats`` count each execution once.
+    ``fail`` includes ``rejected`` (queue full). ``pending`` is the queue depth now.
+    """
+
+    last_inference_ms: int
+    inference_count: int
+    execution_count: int
+    success: Duration
+    fail: Duration
+    queue: Duration
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+    batch_stats: tuple[BatchSizeStatistics, ...]
+    pending: int
+    rejected: int
+
+
+@dataclass
+class _Tally:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, count: int, ns: int) -> None:
+        self.count += count
+        self.ns += ns
+
+    def frozen(self) -> Duration:
+        return Duration(self.count, self.ns)
+
+
+def _three() -> tuple[_Tally, _Tally, _Tally]:
+    return _Tally(), _Tally(), _Tally()
+
+
+@dataclass
+class _Counters:
+    last_inference_ms: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+    rejected: int = 0
+    success: _Tally = field(default_factory=_Tally)
+    fail: _Tally = field(default_factory=_Tally)
+    queue: _Tally = field(default_factory=_Tally)
+    # compute_input, compute_infer, compute_output: in total and per batch size (rows)
+    compute: tuple[_Tally, _Tally, _Tally] = field(default_factory=_three)
+    by_size: dict[int, tuple[_Tally, _Tally, _Tally]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Request:
+    features: Features
+    future: asyncio.Future[Outputs]
+    enqueued_ns: int
+
+
+# What one model call took: (outputs per request, input ns, infer ns, output ns).
+_Result = tuple[list[Outputs], int, int, int]
+
+
+class Batcher:
+    """Coalesces concurrent ``submit`` calls for one version into model calls."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        *,
+        max_batch_rows: int = 64,
+        max_delay_s: float = 0.0005,
+        executor: Executor,
+        max_queue: int = 1024,
+        name: str = "model",
+    ) -> None:
+        if max_batch_rows < 1 or max_queue < 1 or max_delay_s < 0:
+            raise InvalidArgument(
+                f"batcher {name!r}: expected max_batch_rows >= 1, max_queue >= 1 and "
+                f"max_delay_s >= 0, got {max_batch_rows}, {max_queue}, {max_delay_s}"
+            )
+        self._predict = predict
+        self._executor = executor
+        self._max_rows = max_batch_rows
+        self._max_delay_ns = int(max_delay_s * 1e9)
+        self._max_queue = max_queue
+        self._name = name
+        self._queue: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_batch_requests = 1
+        self._counters = _Counters()
+
+    async def submit(self, features: Features) -> Outputs:
+        """The model's outputs for exactly the rows of ``features``."""
+        if self._closing:
+            raise Unavailable(f"{self._name}: the version is being unloaded; retry")
+        if len(self._queue) >= self._max_queue:
+            self._counters.rejected += 1
+            self._counters.fail.add(1, 0)
+            raise ResourceExhausted(
+                f"{self._name}: {len(self._queue)} requests are queued, the limit; retry later"
+            )
+        loop = asyncio.get_running_loop()
+        request = _Request(features, loop.create_future(), time.perf_counter_ns())
+        self._queue.append(request)
+        self._wakeup.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run(), name=f"batcher {self._name}")
+        return await request.future
+
+    async def close(self) -> None:
+        """Refuse new requests and return once every queued one is answered."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+
+    def statistics(self) -> BatcherStatistics:
+        c = self._counters
+        return BatcherStatistics(
+            last_inference_ms=c.last_inference_ms,
+            inference_count=c.inference_count,
+            execution_count=c.execution_count,
+            success=c.success.frozen(),
+            fail=c.fail.frozen(),
+            queue=c.queue.frozen(),
+            compute_input=c.compute[0].frozen(),
+            compute_infer=c.compute[1].frozen(),
+            compute_output=c.compute[2].frozen(),
+            batch_stats=tuple(
+                BatchSizeStatistics(size, *(t.frozen() for t in tallies))
+                for size, tallies in sorted(c.by_size.items())
+            ),
+            pending=len(self._queue),
+            rejected=c.rejected,
+        )
+
+    # --- the worker ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await self._fill()
+                batch = self._take()
+                if batch:
+                    await self._execute(batch)
+        finally:
+            for request in self._queue:  # only if the worker itself was cancelled
+                if not request.future.done():
+                    request.future.set_exception(Unavailable(f"{self._name}: stopped; retry"))
+            self._queue.clear()
+
+    async def _fill(self) -> None:
+        """Wait for as many requests as the last batch had, within the delay."""
+        target = self._last_batch_requests
+        while (
+            self._max_delay_ns
+            and not self._closing
+            and len(self._queue) < target
+            and sum(r.features.rows for r in self._queue) < self._max_rows
+        ):
+            remaining = self._queue[0].enqueued_ns + self._max_delay_ns - time.perf_counter_ns()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining / 1e9):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Request]:
+        """The next batch, in arrival order; a request above the row limit goes alone."""
+        batch: list[_Request] = []
+        rows = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # its caller gave up (cancelled) before it ran
+                self._queue.popleft()
+                continue
+            n = head.features.rows
+            if batch and (rows + n > self._max_rows or not _compatible(batch[0], head)):
+                break
+            batch.append(self._queue.popleft())
+            rows += n
+            if rows >= self._max_rows:
+                break
+        return batch
+
+    async def _execute(self, batch: list[_Request]) -> None:
+        started = time.perf_counter_ns()
+        parts = [request.features for request in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, self._call, parts)
+        except Exception as error:
+            self._fail(batch, error)
+            return
+        except BaseException:  # the worker was cancelled: no caller may hang
+            self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
+            raise
+        self._last_batch_requests = len(batch)
+        self._record(batch, started, result)
+        for request, outputs in zip(batch, result[0], strict=True):
+            if not request.future.done():
+                request.future.set_result(outputs)
+
+    def _fail(self, batch: list[_Request], error: Exception) -> None:
+        ended = time.perf_counter_ns()
+        for request in batch:
+            self._counters.fail.add(1, ended - request.enqueued_ns)
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _call(self, parts: list[Features]) -> _Result:
+        """Runs in the executor: concatenate, predict once, split by row counts."""
+        t0 = time.perf_counter_ns()
+        merged = parts[0] if len(parts) == 1 else _concatenate(parts)
+        t1 = time.perf_counter_ns()
+        outputs = self._predict(merged)
+        t2 = time.perf_counter_ns()
+        split = _split(outputs, [part.rows for part in parts])
+        return split, t1 - t0, t2 - t1, time.perf_counter_ns() - t2
+
+    def _record(self, batch: list[_Request], started: int, result: _Result) -> None:
+        c = self._counters
+        ended = time.perf_counter_ns()
+        rows = sum(request.features.rows for request in batch)
+        c.last_inference_ms = time.time_ns() // 1_000_000
+        c.inference_count += rows
+        c.execution_count += 1
+        for request in batch:
+            c.success.add(1, ended - request.enqueued_ns)
+            c.queue.add(1, started - request.enqueued_ns)
+        by_size = c.by_size.setdefault(rows, _three())
+        for phase, ns in enumerate(result[1:]):
+            c.compute[phase].add(len(batch), ns * len(batch))
+            by_size[phase].add(1, ns)
+
+
+def _compatible(first: _Request, other: _Request) -> bool:
+    a, b = first.features, other.features
+    return a.numeric.shape[1:] == b.numeric.shape[1:] and a.columns.keys() == b.columns.keys()
+
+
+def _concatenate(parts: list[Features]) -> Features:
+    return Features(
+        numeric=np.concatenate([part.numeric for part in parts]),
+        columns={
+            name: np.concatenate([part.columns[name] for part in parts])
+            for name in parts[0].columns
+        },
+    )
+
+
+def _split(outputs: Outputs, rows: list[int]) -> list[Outputs]:
+    total = sum(rows)
+    for name, tensor in outputs.tensors.items():
+        if tensor.ndim == 0 or tensor.shape[0] != total:
+            raise RuntimeError(
+                f"predict answered output {name!r} with shape {list(tensor.shape)} for {total} rows"
+            )
+    if len(rows) == 1:
+        return [outputs]
+    edges = np.cumsum(rows[:-1])
+    pieces = {name: np.split(tensor, edges) for name, tensor in outputs.tensors.items()}
+    return [Outputs({name: pieces[name][i] for name in pieces}) for i in range(len(rows))]

@@ -1,0 +1,309 @@
+"""Loading a served version's artifact safely and predicting with it: plain numpy.
+
+``load_model`` checks the artifact's digest, runs the registry's safe inspection
+(pickles and untrusted skops types are refused before any library reads the bytes),
+checks the signature against the model, then loads it: XGBoost's own JSON/UBJSON into a
+``Booster`` with a small thread count, skops with exactly the types the inspection
+vetted. ``LoadedModel.predict`` answers the outputs the signature promises:
+
+- classifiers: ``probabilities`` float32 ``[N, C]`` and ``label`` int64 ``[N]``, the
+  class INDEX (argmax, in the model's class order: ``classes_`` for scikit-learn, 0..C-1
+  for XGBoost); class names are ``ModelSignature.class_labels`` in that order;
+- regressors: ``prediction`` float32 ``[N]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xgboost
+
+from services.common.errors import DataLoss, InvalidArgument
+from services.inference.explain import (
+    Explanation,
+    FloatArray,
+    LinearExplainer,
+    explain_xgboost,
+    linear_explainer,
+    unexplainable,
+)
+from services.inference.records import Features, ModelSignature, Outputs
+from services.registry.safe_load import (
+    DEFAULT_TRUSTED_TYPES,
+    Flavor,
+    ModelInspection,
+    UnsafeArtifact,
+    check_signature,
+    check_tree_structures,
+    inspect_artifact,
+)
+
+__all__ = ["Explanation", "LoadedModel", "load_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(
+    data: bytes,
+    signature: ModelSignature,
+    *,
+    sha256: str,
+    nthread: int = 1,
+    reference_means: npt.ArrayLike | None = None,
+    trusted_types: frozenset[str] = DEFAULT_TRUSTED_TYPES,
+) -> LoadedModel:
+    """Verify, inspect and load ``data``; ``DataLoss`` if its sha256 is not ``sha256``.
+
+    ``nthread`` bounds XGBoost's threads per call (the gRPC loop shares the machine).
+    ``reference_means`` (float, one per input) centre linear explanations; see
+    ``services.inference.explain.LinearExplainer`` for what is used without them.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256.lower():
+        raise DataLoss(
+            f"artifact: sha256 is {digest} but {sha256} was expected; "
+            f"the download or the cached file is corrupt"
+        )
+    if nthread < 1:
+        raise InvalidArgument(f"nthread: expected at least 1, got {nthread}")
+    inspection = inspect_artifact(data, trusted_types)
+    names = tuple(spec.name for spec in signature.inputs)
+    check_signature(inspection, names)
+    _check_task(signature, inspection)
+    means = _reference_means(reference_means, len(names))
+    if inspection.flavor is Flavor.XGBOOST:
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(data))
+        booster.set_param({"nthread": nthread})
+        return XGBoostModel(booster, signature, inspection, nthread=nthread)
+    return SklearnModel(_load_skops(data, trusted_types), signature, inspection, means)
+
+
+class LoadedModel(ABC):
+    """A loaded version, ready to predict. ``predict`` may be called from any thread."""
+
+    def __init__(self, signature: ModelSignature, inspection: ModelInspection) -> None:
+        self.signature = signature
+        self.inspection = inspection
+        self.feature_names = tuple(spec.name for spec in signature.inputs)
+
+    @abstractmethod
+    def predict(self, features: Features) -> Outputs: ...
+
+    @abstractmethod
+    def explain(self, features: Features) -> Explanation: ...
+
+    def warm_up(self) -> None:
+        """Predict one synthetic row so the first call's cost is paid at load time.
+
+        The row is zero (clipped into declared ranges) with each categorical feature's
+        first declared category. A failure is raised, unless the row had to invent a
+        category the signature does not declare: then it is only logged.
+        """
+        features, invented = synthetic_row(self.signature)
+        try:
+            self.predict(features)
+        except Exception:
+            if not invented:
+                raise
+            logger.warning("warm-up skipped: the model refused a synthetic row", exc_info=True)
+
+    def _classified(self, probabilities: npt.NDArray[Any]) -> Outputs:
+        probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
+        return Outputs(
+            {
+                "label": np.argmax(probabilities, axis=1).astype(np.int64),
+                "probabilities": probabilities,
+            }
+        )
+
+
+class XGBoostModel(LoadedModel):
+    """A ``Booster`` predicting with ``inplace_predict`` (no DMatrix per call)."""
+
+    def __init__(
+        self,
+        booster: xgboost.Booster,
+        signature: ModelSignature,
+        inspection: ModelInspection,
+        *,
+        nthread: int,
+    ) -> None:
+        super().__init__(signature, inspection)
+        self.booster = booster
+        self.nthread = nthread
+        self.objective = str(json.loads(booster.save_config())["learner"]["objective"]["name"])
+
+    def predict(self, features: Features) -> Outputs:
+        x = features.numeric
+        if self.objective == "multi:softmax":  # answers labels; probabilities from margins
+            margin = np.asarray(self.booster.inplace_predict(x, predict_type="margin"))
+            shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
+            return self._classified(shifted / shifted.sum(axis=1, keepdims=True))
+        raw = np.asarray(self.booster.inplace_predict(x), dtype=np.float32)
+        if not self.signature.is_classifier:
+            return Outputs({"prediction": raw.reshape(len(x))})
+        if raw.ndim == 2:
+            return self._classified(raw)
+        if self.objective == "binary:logitraw":
+            raw = (1.0 / (1.0 + np.exp(-raw))).astype(np.float32)
+        return self._classified(np.stack([1.0 - raw, raw], axis=1))
+
+    def explain(self, features: Features) -> Explanation:
+        return explain_xgboost(
+            self.booster, features.numeric, self.feature_names, nthread=self.nthread
+        )
+
+
+class SklearnModel(LoadedModel):
+    """A scikit-learn estimator or Pipeline: ``predict_proba`` / ``predict``.
+
+    Its input is built as it was fitted: a pandas DataFrame in signature order if the
+    model recorded ``feature_names_in_`` and pandas is importable; otherwise a numpy
+    object array with the raw strings of categorical features, or the float32 matrix
+    when every feature is numeric.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        signature: ModelSignature,
+        inspection: ModelInspection,
+        reference_means: npt.NDArray[np.float64] | None,
+    ) -> None:
+        super().__init__(signature, inspection)
+        self.model = model
+        self._pandas = _pandas() if hasattr(model, "feature_names_in_") else None
+        self._categorical = [
+            (i, spec.name) for i, spec in enumerate(signature.inputs) if spec.kind == "CATEGORICAL"
+        ]
+        if signature.is_classifier and not hasattr(model, "predict_proba"):
+            raise InvalidArgument(
+                f"artifact: the {type(model).__name__} classifier has no predict_proba; "
+                f"the signature promises probabilities"
+            )
+        self._explainer: LinearExplainer | None = None
+        if signature.all_numeric:
+            self._explainer = linear_explainer(
+                model,
+                names=self.feature_names,
+                outputs=1 if len(getattr(model, "classes_", ())) <= 2 else len(model.classes_),
+                reference_means=reference_means,
+                to_input=self._numeric_input,
+            )
+
+    def predict(self, features: Features) -> Outputs:
+        x = self._input(features)
+        if self.signature.is_classifier:
+            return self._classified(self.model.predict_proba(x))
+        prediction = np.asarray(self.model.predict(x), dtype=np.float32)
+        return Outputs({"prediction": prediction.reshape(features.rows)})
+
+    def explain(self, features: Features) -> Explanation:
+        if self._explainer is None:
+            raise unexplainable(type(self.model).__name__)
+        return self._explainer.explain(features.numeric)
+
+    def _numeric_input(self, numeric: FloatArray) -> Any:
+        if self._pandas is None:
+            return numeric
+        return self._pandas.DataFrame(numeric, columns=list(self.feature_names), copy=False)
+
+    def _input(self, features: Features) -> Any:
+        if not self._categorical:
+            return self._numeric_input(features.numeric)
+        raw = {name: self._raw_column(features, name) for _, name in self._categorical}
+        if self._pandas is not None:
+            columns: dict[str, Any] = {
+                name: features.numeric[:, i] for i, name in enumerate(self.feature_names)
+            }
+            columns.update(raw)
+            return self._pandas.DataFrame(columns, copy=False)
+        mixed = features.numeric.astype(object)
+        for i, name in self._categorical:
+            mixed[:, i] = raw[name]
+        return mixed
+
+    @staticmethod
+    def _raw_column(features: Features, name: str) -> npt.NDArray[Any]:
+        column = features.columns.get(name)
+        if column is None or column.shape != (features.rows,):
+            raise InvalidArgument(
+                f"input '{name}': expected the raw values of a categorical feature "
+                f"[{features.rows}], got {'none' if column is None else list(column.shape)}"
+            )
+        return column
+
+
+def synthetic_row(signature: ModelSignature) -> tuple[Features, bool]:
+    """One valid-looking row for warm-up, and whether a category had to be invented."""
+    numeric = np.zeros((1, len(signature.inputs)), dtype=np.float32)
+    columns: dict[str, npt.NDArray[np.generic]] = {}
+    invented = False
+    for i, spec in enumerate(signature.inputs):
+        if spec.kind == "CATEGORICAL":
+            invented = invented or not spec.categories
+            value = spec.categories[0] if spec.categories else ""
+            columns[spec.name] = np.array([value], dtype=object)
+            continue
+        low = spec.min if spec.min is not None else -np.inf
+        high = spec.max if spec.max is not None else np.inf
+        numeric[0, i] = np.clip(0.0, low, high)
+        columns[spec.name] = numeric[:, i].copy()
+    return Features(numeric=numeric, columns=columns), invented
+
+
+def _check_task(signature: ModelSignature, inspection: ModelInspection) -> None:
+    found = inspection.n_classes
+    what = f"the artifact holds a {inspection.model_type}"
+    if signature.is_classifier and found is None:
+        raise InvalidArgument(f"signature: task {signature.task}, but {what} (a regressor)")
+    if not signature.is_classifier and found is not None:
+        raise InvalidArgument(f"signature: task REGRESSION, but {what} with {found} classes")
+    if signature.task == "BINARY_CLASSIFICATION" and found != 2:
+        raise InvalidArgument(
+            f"signature: task BINARY_CLASSIFICATION, but {what} with {found} classes"
+        )
+    if signature.class_labels and len(signature.class_labels) != found:
+        raise InvalidArgument(
+            f"signature: {len(signature.class_labels)} class labels, but {what} "
+            f"with {found} classes"
+        )
+
+
+def _reference_means(value: npt.ArrayLike | None, width: int) -> npt.NDArray[np.float64] | None:
+    if value is None:
+        return None
+    means = np.asarray(value, dtype=np.float64)
+    if means.shape != (width,) or not np.isfinite(means).all():
+        raise InvalidArgument(
+            f"reference_means: expected {width} finite values, got shape {list(means.shape)}"
+        )
+    return means
+
+
+def _load_skops(data: bytes, trusted_types: frozenset[str]) -> Any:
+    import skops.io
+
+    found = skops.io.get_untrusted_types(data=data)
+    refused = sorted(set(found) - trusted_types)
+    if refused:  # inspect_artifact refused these already; never load what it did not vet
+        raise UnsafeArtifact(f"artifact: the skops file contains untrusted types {refused}")
+    model = skops.io.loads(data, trusted=found)
+    check_tree_structures(model)
+    return model
+
+
+def _pandas() -> ModuleType | None:
+    try:
+        return importlib.import_module("pandas")
+    except ImportError:
+        return None

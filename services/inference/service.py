@@ -1,0 +1,68 @@
+"""The inference service: what ``keel inference serve`` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from keel.oip.v2 import open_inference_pb2, open_inference_pb2_grpc
+from services.common.channels import create_channel
+from services.common.server import ServerDeps, ServiceBinding
+from services.common.service import ServiceSpec
+from services.inference import upstream
+from services.inference.batching import Batcher
+from services.inference.cache import LocalCache
+from services.inference.predictions import PredictionLog
+from services.inference.runtime import LoadedModel
+from services.inference.servicer import InferenceServicer
+from services.inference.serving import Server
+from services.inference.settings import InferenceSettings
+
+OIP_SERVICE = open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+@asynccontextmanager
+async def open_inference(
+    settings: InferenceSettings, provider: TracerProvider, metrics: CollectorRegistry
+) -> AsyncIterator[ServerDeps]:
+    executor = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
+
+    def batcher(model: LoadedModel) -> Batcher:
+        return Batcher(
+            model.predict, max_batch_rows=settings.max_batch_rows,
+            max_delay_s=settings.max_batch_delay_s, executor=executor, max_queue=settings.max_queue,
+        )
+
+    channel = create_channel(
+        settings.registry_address, tracer_provider=provider, services=[upstream.SERVICE],
+        streaming_methods=upstream.STREAMS,
+    )
+    server = Server(
+        upstream.RegistryUpstream(channel), LocalCache(settings.data_dir / "cache"), executor, batcher,
+        model_threads=settings.model_threads,
+    )
+    await server.start()
+    stop = asyncio.Event()
+    follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
+    servicer = InferenceServicer(server, PredictionLog(settings.prediction_log_capacity))
+    binding = ServiceBinding(
+        OIP_SERVICE, lambda s: open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s)
+    )
+    try:
+        yield ServerDeps("inference", [binding], metrics)
+    finally:
+        stop.set()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await channel.close(None)
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+SPEC = ServiceSpec(name="inference", settings=InferenceSettings, open=open_inference)

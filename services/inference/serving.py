@@ -1,0 +1,305 @@
+"""What this replica serves: loaded versions, aliases and deployments, and how a request's
+(name, version) resolves to one loaded version (plus shadows).
+
+Versions are loaded (download or local cache → verify → safe load → warm-up) before any
+route points at them; routing changes are then applied in one assignment, so a request
+either sees the old routing or the new one, and in-flight calls finish on the version
+they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+
+from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.inference.batching import Batcher
+from services.inference.cache import LocalCache
+from services.inference.runtime import LoadedModel, load_model
+from services.inference.upstream import DeploymentInfo, RegistryUpstream, RouteInfo, Snapshot, VersionInfo
+
+log = logging.getLogger(__name__)
+DEFAULT_ALIAS = "production"
+
+
+@dataclass
+class LoadedVersion:
+    info: VersionInfo
+    model: LoadedModel
+    batcher: Batcher
+    load_time: float
+    source: str  # registry | cache
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one request goes: the version answering it, its variant, and shadows."""
+
+    version: LoadedVersion
+    variant: str
+    shadows: tuple[tuple[str, LoadedVersion], ...] = ()
+
+
+@dataclass
+class Routing:
+    """An immutable-by-convention view of aliases and deployments; replaced whole."""
+
+    snapshot: Snapshot = field(default_factory=lambda: Snapshot(0))
+
+
+def _pick(routes: list[RouteInfo], sticky: str | None) -> RouteInfo:
+    live = [r for r in routes if not r.shadow and r.weight > 0]
+    if not live:
+        raise Unavailable("the deployment has no route with weight")
+    total = sum(r.weight for r in live)
+    if sticky is None:
+        point = random.random() * total  # noqa: S311 - traffic split, not security
+    else:
+        digest = hashlib.sha256(sticky.encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * total
+    for route in live:
+        point -= route.weight
+        if point < 0:
+            return route
+    return live[-1]
+
+
+class Server:
+    """The serving table and its loader."""
+
+    def __init__(
+        self,
+        upstream: RegistryUpstream,
+        cache: LocalCache,
+        executor: Executor,
+        batcher_factory: Callable[[LoadedModel], Batcher],
+        *,
+        model_threads: int = 1,
+    ) -> None:
+        self.upstream = upstream
+        self.model_threads = model_threads
+        self.cache = cache
+        self.executor = executor
+        self._batcher = batcher_factory
+        self.routing = Routing()
+        self.loaded: dict[tuple[str, int], LoadedVersion] = {}
+        self.known: dict[tuple[str, int], VersionInfo] = {}
+        self.failures: dict[tuple[str, int], str] = {}
+        self._loading: dict[tuple[str, int], asyncio.Task[LoadedVersion]] = {}
+        self.registry_connected = False
+        self.ready = False
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # loading ------------------------------------------------------------------------
+    async def ensure(self, model: str, version: int) -> LoadedVersion:
+        """The loaded version, loading it first (once, however many callers wait)."""
+        key = (model, version)
+        if key in self.loaded:
+            return self.loaded[key]
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._load(model, version))
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, model: str, version: int) -> LoadedVersion:
+        key = (model, version)
+        try:
+            info = self.known.get(key)
+            if info is None:
+                task = self.routing.snapshot.tasks.get(model) or None
+                info = await self.upstream.version(model, version, task)
+                self.known[key] = info
+            data = self.cache.get(info.sha256)
+            source = "cache"
+            if data is None:
+                data = await self.upstream.download(info.sha256)
+                await asyncio.to_thread(self.cache.put, info.sha256, data)
+                source = "registry"
+            loaded_model = await asyncio.get_running_loop().run_in_executor(
+                self.executor, _load_and_warm, data, info, self.model_threads
+            )
+        except Exception as error:
+            self.failures[key] = str(error)
+            raise
+        self.failures.pop(key, None)
+        loaded = LoadedVersion(info, loaded_model, self._batcher(loaded_model), time.time(), source)
+        self.loaded[key] = loaded
+        log.info("loaded %s version %d from %s", model, version, source)
+        return loaded
+
+    def _wanted(self, snapshot: Snapshot) -> set[tuple[str, int]]:
+        wanted = {(m, a[DEFAULT_ALIAS]) for m, a in snapshot.aliases.items() if DEFAULT_ALIAS in a}
+        for deployment in snapshot.deployments.values():
+            wanted |= {(r.model, r.version) for r in deployment.routes if r.version}
+        return wanted
+
+    async def apply(self, snapshot: Snapshot) -> None:
+        """Load what ``snapshot`` routes to, then switch to it in one assignment."""
+        snapshot = _follow_aliases(snapshot)
+        results = await asyncio.gather(
+            *(self.ensure(m, v) for m, v in self._wanted(snapshot)), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("could not load a routed version: %s", result)
+        self.routing = Routing(snapshot)
+        self.ready = True
+        await asyncio.to_thread(self.cache.save_state, snapshot, list(self.known.values()))
+
+    # resolving ----------------------------------------------------------------------
+    async def target(self, name: str, version_text: str, sticky: str | None) -> Target:
+        snapshot = self.routing.snapshot
+        deployment = snapshot.deployments.get(name)
+        if deployment is not None and not version_text:
+            route = _pick(deployment.routes, sticky)
+            shadows = []
+            for shadow in (r for r in deployment.routes if r.shadow and r.version):
+                loaded = self.loaded.get((shadow.model, shadow.version))
+                if loaded is not None:
+                    shadows.append((shadow.variant, loaded))
+            return Target(await self._loaded(route.model, route.version), route.variant, tuple(shadows))
+        model = deployment.model if deployment is not None else name
+        if model not in snapshot.tasks:
+            raise NotFound(f"model '{name}' is not served here (no such model or deployment)")
+        number = self.version_of(model, version_text or DEFAULT_ALIAS)
+        variant = version_text or DEFAULT_ALIAS
+        return Target(await self._loaded(model, number), variant if not version_text.isdigit() else f"v{number}")
+
+    def version_of(self, model: str, version_text: str) -> int:
+        if version_text.isdigit():
+            number = int(version_text)
+            if number < 1:
+                raise InvalidArgument(f"model_version: expected a version >= 1, got {version_text!r}")
+            return number
+        held = self.routing.snapshot.aliases.get(model, {}).get(version_text)
+        if held is None:
+            raise NotFound(f"model '{model}' has no alias '{version_text}'")
+        return held
+
+    async def _loaded(self, model: str, version: int) -> LoadedVersion:
+        loaded = self.loaded.get((model, version))
+        if loaded is not None:
+            return loaded
+        try:
+            return await self.ensure(model, version)
+        except NotFound:
+            raise
+        except Exception as error:  # noqa: BLE001 - a failed load is unavailability
+            raise Unavailable(f"version {version} of '{model}' could not be loaded: {error}") from None
+
+    def is_ready(self, name: str, version_text: str) -> bool:
+        """Whether ``name`` (model or deployment) can answer now without loading;
+        NOT_FOUND for a name this replica does not know."""
+        snapshot = self.routing.snapshot
+        deployment = snapshot.deployments.get(name)
+        if deployment is not None and not version_text:
+            live = [r for r in deployment.routes if not r.shadow and r.weight > 0]
+            return bool(live) and all((r.model, r.version) in self.loaded for r in live)
+        model = deployment.model if deployment is not None else name
+        if model not in snapshot.tasks:
+            raise NotFound(f"model '{name}' is not served here (no such model or deployment)")
+        try:
+            number = self.version_of(model, version_text or DEFAULT_ALIAS)
+        except NotFound:
+            return False
+        return (model, number) in self.loaded
+
+    async def unload(self, model: str, grace_s: float = 5.0) -> None:
+        """Drop the model's loaded versions (reloaded on the next request for them);
+        calls already running on them finish first."""
+        gone = [self.loaded.pop(key) for key in [k for k in self.loaded if k[0] == model]]
+        if not gone:
+            raise NotFound(f"model '{model}' has no loaded version")
+
+        async def close_later() -> None:
+            await asyncio.sleep(grace_s)
+            for version in gone:
+                await version.batcher.close()
+
+        self._closing.add(asyncio.create_task(close_later()))
+
+    # keeping up ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Serve the registry's state, or the cached one when the registry is down."""
+        try:
+            snapshot = await self.upstream.snapshot()
+            self.registry_connected = True
+        except Exception as error:  # noqa: BLE001 - fall back to the cache
+            cached = self.cache.load_state()
+            if cached is None:
+                log.warning("registry unreachable (%s) and nothing cached: not ready yet", error)
+                return
+            snapshot, versions = cached
+            self.known.update({(v.model, v.version): v for v in versions})
+            log.warning("registry unreachable (%s); serving the cached state", error)
+        await self.apply(snapshot)
+
+    async def follow(self, stop: asyncio.Event, retry_s: float = 1.0) -> None:
+        """Apply registry changes as they come; reconnect (resuming) when the stream breaks."""
+        while not stop.is_set():
+            try:
+                if not self.registry_connected:
+                    await self.apply(await self.upstream.snapshot())
+                    self.registry_connected = True
+                async for item in self.upstream.watch(self.routing.snapshot.sequence):
+                    if isinstance(item, int):
+                        continue
+                    await self.apply(_changed(self.routing.snapshot, item))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - keep serving, retry later
+                self.registry_connected = False
+                log.warning("registry stream lost (%s); serving the current state", error)
+            try:
+                await asyncio.wait_for(stop.wait(), retry_s)
+            except TimeoutError:
+                continue
+
+
+def _load_and_warm(data: bytes, info: VersionInfo, threads: int) -> LoadedModel:
+    loaded = load_model(data, info.signature, sha256=info.sha256, nthread=threads)
+    loaded.warm_up()
+    return loaded
+
+
+def _changed(snapshot: Snapshot, notice: object) -> Snapshot:
+    from services.inference.upstream import Notice
+
+    assert isinstance(notice, Notice)
+    aliases = {m: dict(a) for m, a in snapshot.aliases.items()}
+    deployments = dict(snapshot.deployments)
+    tasks = dict(snapshot.tasks)
+    if notice.model and notice.model not in tasks:
+        tasks[notice.model] = 0
+    if notice.alias:
+        held = aliases.setdefault(notice.model, {})
+        if notice.version:
+            held[notice.alias] = notice.version
+        else:
+            held.pop(notice.alias, None)
+    if notice.deployment is not None:
+        if notice.deleted:
+            deployments.pop(notice.deployment.name, None)
+        else:
+            deployments[notice.deployment.name] = notice.deployment
+    return Snapshot(notice.sequence, tasks, aliases, deployments)
+
+
+def _follow_aliases(snapshot: Snapshot) -> Snapshot:
+    """Routes that target an alias serve the alias's current version."""
+    deployments = {}
+    for name, d in snapshot.deployments.items():
+        routes = [
+            replace(r, version=snapshot.aliases.get(r.model, {}).get(r.alias, r.version)) if r.alias else r
+            for r in d.routes
+        ]
+        deployments[name] = DeploymentInfo(d.name, d.model, routes, d.sticky_key_parameter)
+    return replace(snapshot, deployments=deployments)

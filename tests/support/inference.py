@@ -1,0 +1,50 @@
+"""A real inference server in-process, following a real registry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import grpc
+import numpy as np
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from keel.oip.v2 import open_inference_pb2 as oip
+from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
+from services.common.server import build_server
+from services.inference.service import open_inference
+from services.inference.settings import InferenceSettings
+
+
+@asynccontextmanager
+async def running_inference(registry_port: int, data_dir: Path) -> AsyncIterator[oip_grpc.GRPCInferenceServiceAsyncStub]:
+    settings = InferenceSettings(
+        port=0, metrics_port=None, data_dir=data_dir, registry_address=f"127.0.0.1:{registry_port}",
+        registry_retry_s=0.2,
+    )
+    async with open_inference(settings, TracerProvider(), CollectorRegistry()) as deps:
+        server, port = build_server(settings, tracer_provider=TracerProvider(), deps=deps)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield oip_grpc.GRPCInferenceServiceStub(channel)
+        finally:
+            await server.stop(None)
+
+
+def raw_request(model: str, rows: np.ndarray, version: str = "", request_id: str = "") -> oip.ModelInferRequest:
+    """A request as tritonclient sends it: one FP32 `features` tensor, raw bytes."""
+    matrix = np.ascontiguousarray(rows, dtype=np.float32)
+    request = oip.ModelInferRequest(model_name=model, model_version=version, id=request_id)
+    request.inputs.add(name="features", datatype="FP32", shape=list(matrix.shape))
+    request.raw_input_contents.append(matrix.tobytes())
+    return request
+
+
+def raw_output(response: oip.ModelInferResponse, name: str) -> np.ndarray:
+    index = [o.name for o in response.outputs].index(name)
+    tensor = response.outputs[index]
+    dtype = {"FP32": np.float32, "INT64": np.int64}[tensor.datatype]
+    return np.frombuffer(response.raw_output_contents[index], dtype=dtype).reshape(tuple(tensor.shape))

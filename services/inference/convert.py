@@ -118,7 +118,12 @@ def decode_inputs(request: oip.ModelInferRequest) -> dict[str, DecodedTensor]:
             array = _from_raw(name, i, datatype, count, raw[i])
         else:
             array = _from_typed(name, i, datatype, shape, tensor.contents)
-        tensors[name] = DecodedTensor(name, datatype, shape, array.reshape(shape))
+        try:
+            array = array.reshape(shape)
+        except ValueError:  # an empty tensor with dims too large for numpy
+            message = f"input '{name}': shape {_dims(shape)} is too large"
+            raise _error(f"inputs[{i}].shape", message) from None
+        tensors[name] = DecodedTensor(name, datatype, shape, array)
     return tensors
 
 

@@ -13,7 +13,7 @@ Every violation is ``InvalidArgument`` naming the input, what was expected and w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Protocol
 
@@ -111,18 +111,18 @@ class _Plan:
 @lru_cache(maxsize=256)
 def _plan(signature: ModelSignature) -> _Plan:
     names = tuple(f.name for f in signature.inputs)
-    numeric = [f for f in signature.inputs if f.kind == "NUMERIC"]  # categorical: checked apart
+    # categorical columns hold category indices: their values are checked apart
+    specs = [
+        f if f.kind == "NUMERIC" else replace(f, required=False, min=None, max=None)
+        for f in signature.inputs
+    ]
     return _Plan(
         names=names,
         known=frozenset(names),
         matrix=signature.all_numeric and MATRIX_INPUT not in names,
-        required=np.array([f.required and f in numeric for f in signature.inputs], dtype=np.bool_),
-        low=np.array(
-            [-np.inf if f.min is None or f not in numeric else f.min for f in signature.inputs]
-        ),
-        high=np.array(
-            [np.inf if f.max is None or f not in numeric else f.max for f in signature.inputs]
-        ),
+        required=np.array([f.required for f in specs], dtype=np.bool_),
+        low=np.array([-np.inf if f.min is None else f.min for f in specs], dtype=np.float64),
+        high=np.array([np.inf if f.max is None else f.max for f in specs], dtype=np.float64),
     )
 
 

@@ -14,6 +14,7 @@ from keel.oip.v2 import open_inference_pb2 as oip
 from keel.registry.v1 import model_pb2
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.inference.convert import (
+    DecodedTensor,
     answers_raw,
     decode_inputs,
     encode_outputs,
@@ -100,6 +101,7 @@ def test_raw_inputs_round_trip_for_every_numeric_datatype(datatype: str) -> None
     array = SAMPLES[datatype]
     request = raw_request(raw_input("x", datatype, array))
     decoded = decode_inputs(request)["x"]
+    assert isinstance(decoded, DecodedTensor)
     assert (decoded.name, decoded.datatype, decoded.shape) == ("x", datatype, array.shape)
     assert decoded.array.dtype == NUMPY[datatype]
     np.testing.assert_array_equal(decoded.array, array)
@@ -232,6 +234,7 @@ def test_typed_contents_must_match_the_shape_and_datatype() -> None:
         ),
         ("x", "FP32", [2, -1], "input 'x': expected non-negative dimensions, got [2, -1]"),
         ("", "FP32", [1], "inputs[0]: expected a name, got none"),
+        ("x", "FP32", [0, 2**62], "input 'x': shape [0, 4611686018427387904] is too large"),
     ],
 )
 def test_bad_tensor_metadata_is_refused(
@@ -355,6 +358,20 @@ def test_zero_rows_encode_empty_outputs() -> None:
     response = encoded(outputs, (), raw=True)
     assert list(response.outputs[1].shape) == [0, 2]
     assert list(response.raw_output_contents) == [b"", b""]
+
+
+def test_other_outputs_keep_their_datatype_and_text_travels_as_bytes() -> None:
+    outputs = Outputs(
+        {"prediction": np.array([2.5], dtype=np.float64), "note": np.array(["né"], dtype=object)}
+    )
+    raw = encoded(outputs, (), raw=True)
+    assert [(o.name, o.datatype) for o in raw.outputs] == [
+        ("prediction", "FP32"),
+        ("note", "BYTES"),
+    ]
+    assert raw.raw_output_contents[1] == serialize_bytes(["né".encode()])
+    typed = encoded(outputs, ("note",), raw=False)
+    assert list(typed.outputs[0].contents.bytes_contents) == ["né".encode()]
 
 
 # metadata and signatures -----------------------------------------------------------

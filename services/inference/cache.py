@@ -64,17 +64,26 @@ class LocalCache:
             return None
         deployments = {
             name: DeploymentInfo(
-                d["name"], d["model"], [RouteInfo(**r) for r in d["routes"]], d["sticky_key_parameter"]
+                d["name"],
+                d["model"],
+                [RouteInfo(**r) for r in d["routes"]],
+                d["sticky_key_parameter"],
             )
             for name, d in state["deployments"].items()
         }
         snapshot = Snapshot(state["sequence"], state["tasks"], state["aliases"], deployments)
         versions = [
             VersionInfo(
-                v["model"], v["version"], v["sha256"], v["flavor"],
+                v["model"],
+                v["version"],
+                v["sha256"],
+                v["flavor"],
                 ModelSignature(
                     v["signature"]["task"],
-                    tuple(FeatureSpec(**{**f, "categories": tuple(f["categories"])}) for f in v["signature"]["inputs"]),
+                    tuple(
+                        FeatureSpec(**{**f, "categories": tuple(f["categories"])})
+                        for f in v["signature"]["inputs"]
+                    ),
                     tuple(v["signature"]["class_labels"]),
                 ),
             )

@@ -35,16 +35,24 @@ async def open_inference(
 
     def batcher(model: LoadedModel) -> Batcher:
         return Batcher(
-            model.predict, max_batch_rows=settings.max_batch_rows,
-            max_delay_s=settings.max_batch_delay_s, executor=executor, max_queue=settings.max_queue,
+            model.predict,
+            max_batch_rows=settings.max_batch_rows,
+            max_delay_s=settings.max_batch_delay_s,
+            executor=executor,
+            max_queue=settings.max_queue,
         )
 
     channel = create_channel(
-        settings.registry_address, tracer_provider=provider, services=[upstream.SERVICE],
+        settings.registry_address,
+        tracer_provider=provider,
+        services=[upstream.SERVICE],
         streaming_methods=upstream.STREAMS,
     )
     server = Server(
-        upstream.RegistryUpstream(channel), LocalCache(settings.data_dir / "cache"), executor, batcher,
+        upstream.RegistryUpstream(channel),
+        LocalCache(settings.data_dir / "cache"),
+        executor,
+        batcher,
         model_threads=settings.model_threads,
     )
     await server.start()
@@ -52,7 +60,8 @@ async def open_inference(
     follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
     servicer = InferenceServicer(server, PredictionLog(settings.prediction_log_capacity))
     binding = ServiceBinding(
-        OIP_SERVICE, lambda s: open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s)
+        OIP_SERVICE,
+        lambda s: open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
     )
     try:
         yield ServerDeps("inference", [binding], metrics)

@@ -44,19 +44,27 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self.predictions = predictions
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
-    async def ServerLive(self, request: oip.ServerLiveRequest, context: Context) -> oip.ServerLiveResponse:
+    async def ServerLive(
+        self, request: oip.ServerLiveRequest, context: Context
+    ) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: oip.ServerReadyRequest, context: Context) -> oip.ServerReadyResponse:
+    async def ServerReady(
+        self, request: oip.ServerReadyRequest, context: Context
+    ) -> oip.ServerReadyResponse:
         return oip.ServerReadyResponse(ready=self.server.ready)
 
-    async def ModelReady(self, request: oip.ModelReadyRequest, context: Context) -> oip.ModelReadyResponse:
+    async def ModelReady(
+        self, request: oip.ModelReadyRequest, context: Context
+    ) -> oip.ModelReadyResponse:
         return oip.ModelReadyResponse(ready=self.server.is_ready(request.name, request.version))
 
     async def ServerMetadata(
         self, request: oip.ServerMetadataRequest, context: Context
     ) -> oip.ServerMetadataResponse:
-        return oip.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
+        return oip.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
+        )
 
     async def ModelMetadata(
         self, request: oip.ModelMetadataRequest, context: Context
@@ -66,7 +74,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         versions = [str(v) for m, v in sorted(self.server.loaded) if m == info.model]
         return convert.model_metadata(request.name, versions, info.signature, info.flavor)
 
-    async def ModelInfer(self, request: oip.ModelInferRequest, context: Context) -> oip.ModelInferResponse:
+    async def ModelInfer(
+        self, request: oip.ModelInferRequest, context: Context
+    ) -> oip.ModelInferResponse:
         started = time.perf_counter()
         deployment = self.server.routing.snapshot.deployments.get(request.model_name)
         sticky = _sticky(request, deployment.sticky_key_parameter if deployment else "")
@@ -77,26 +87,51 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         response = oip.ModelInferResponse(
             model_name=request.model_name, model_version=str(version.info.version), id=request.id
         )
-        convert.encode_outputs(outputs, convert.requested_outputs(request), convert.answers_raw(request), response)
+        convert.encode_outputs(
+            outputs, convert.requested_outputs(request), convert.answers_raw(request), response
+        )
         prediction_id = request.id or new_prediction_id()
         trace_id = _trace_id()
-        self._log(prediction_id, version, target.variant, features, outputs, started, trace_id, False)
+        self._log(
+            prediction_id, version, target.variant, features, outputs, started, trace_id, False
+        )
         for variant, shadow in target.shadows:
             self._shadow(prediction_id, shadow, variant, features, trace_id)
         return response
 
     def _log(
-        self, prediction_id: str, version: LoadedVersion, variant: str, features: Features,
-        outputs: Outputs, started: float, trace_id: str, shadow: bool,
+        self,
+        prediction_id: str,
+        version: LoadedVersion,
+        variant: str,
+        features: Features,
+        outputs: Outputs,
+        started: float,
+        trace_id: str,
+        shadow: bool,
     ) -> None:
         self.predictions.put(
             PredictionRecord(
-                prediction_id, version.info.model, version.info.version, variant, features.columns,
-                outputs.tensors, time.perf_counter() - started, trace_id, shadow,
+                prediction_id,
+                version.info.model,
+                version.info.version,
+                variant,
+                features.columns,
+                outputs.tensors,
+                time.perf_counter() - started,
+                trace_id,
+                shadow,
             )
         )
 
-    def _shadow(self, prediction_id: str, version: LoadedVersion, variant: str, features: Features, trace_id: str) -> None:
+    def _shadow(
+        self,
+        prediction_id: str,
+        version: LoadedVersion,
+        variant: str,
+        features: Features,
+        trace_id: str,
+    ) -> None:
         """A copy of the request for a shadow: logged under its variant, never awaited."""
 
         async def run() -> None:
@@ -116,13 +151,18 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self, request: oip.ModelStatisticsRequest, context: Context
     ) -> oip.ModelStatisticsResponse:
         chosen = [
-            lv for (model, number), lv in sorted(self.server.loaded.items())
+            lv
+            for (model, number), lv in sorted(self.server.loaded.items())
             if (not request.name or model == request.name)
             and (not request.version or str(number) == request.version)
         ]
         if request.name and not chosen:
-            raise NotFound(f"model '{request.name}' has no loaded version{' ' + request.version if request.version else ''}")
-        return oip.ModelStatisticsResponse(model_stats=[statistics.model_statistics(lv) for lv in chosen])
+            raise NotFound(
+                f"model '{request.name}' has no loaded version{' ' + request.version if request.version else ''}"
+            )
+        return oip.ModelStatisticsResponse(
+            model_stats=[statistics.model_statistics(lv) for lv in chosen]
+        )
 
     async def RepositoryIndex(
         self, request: oip.RepositoryIndexRequest, context: Context
@@ -134,7 +174,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     ) -> oip.RepositoryModelLoadResponse:
         version = ""
         if "version" in request.parameters:
-            version = request.parameters["version"].string_param or str(request.parameters["version"].int64_param)
+            version = request.parameters["version"].string_param or str(
+                request.parameters["version"].int64_param
+            )
         target = await self.server.target(request.model_name, version, None)
         await self.server.ensure(target.version.info.model, target.version.info.version)
         return oip.RepositoryModelLoadResponse()

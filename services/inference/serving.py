@@ -22,7 +22,13 @@ from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.inference.batching import Batcher
 from services.inference.cache import LocalCache
 from services.inference.runtime import LoadedModel, load_model
-from services.inference.upstream import DeploymentInfo, RegistryUpstream, RouteInfo, Snapshot, VersionInfo
+from services.inference.upstream import (
+    DeploymentInfo,
+    RegistryUpstream,
+    RouteInfo,
+    Snapshot,
+    VersionInfo,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_ALIAS = "production"
@@ -165,19 +171,26 @@ class Server:
                 loaded = self.loaded.get((shadow.model, shadow.version))
                 if loaded is not None:
                     shadows.append((shadow.variant, loaded))
-            return Target(await self._loaded(route.model, route.version), route.variant, tuple(shadows))
+            return Target(
+                await self._loaded(route.model, route.version), route.variant, tuple(shadows)
+            )
         model = deployment.model if deployment is not None else name
         if model not in snapshot.tasks:
             raise NotFound(f"model '{name}' is not served here (no such model or deployment)")
         number = self.version_of(model, version_text or DEFAULT_ALIAS)
         variant = version_text or DEFAULT_ALIAS
-        return Target(await self._loaded(model, number), variant if not version_text.isdigit() else f"v{number}")
+        return Target(
+            await self._loaded(model, number),
+            variant if not version_text.isdigit() else f"v{number}",
+        )
 
     def version_of(self, model: str, version_text: str) -> int:
         if version_text.isdigit():
             number = int(version_text)
             if number < 1:
-                raise InvalidArgument(f"model_version: expected a version >= 1, got {version_text!r}")
+                raise InvalidArgument(
+                    f"model_version: expected a version >= 1, got {version_text!r}"
+                )
             return number
         held = self.routing.snapshot.aliases.get(model, {}).get(version_text)
         if held is None:
@@ -193,7 +206,9 @@ class Server:
         except NotFound:
             raise
         except Exception as error:  # noqa: BLE001 - a failed load is unavailability
-            raise Unavailable(f"version {version} of '{model}' could not be loaded: {error}") from None
+            raise Unavailable(
+                f"version {version} of '{model}' could not be loaded: {error}"
+            ) from None
 
     def is_ready(self, name: str, version_text: str) -> bool:
         """Whether ``name`` (model or deployment) can answer now without loading;
@@ -298,7 +313,9 @@ def _follow_aliases(snapshot: Snapshot) -> Snapshot:
     deployments = {}
     for name, d in snapshot.deployments.items():
         routes = [
-            replace(r, version=snapshot.aliases.get(r.model, {}).get(r.alias, r.version)) if r.alias else r
+            replace(r, version=snapshot.aliases.get(r.model, {}).get(r.alias, r.version))
+            if r.alias
+            else r
             for r in d.routes
         ]
         deployments[name] = DeploymentInfo(d.name, d.model, routes, d.sticky_key_parameter)

@@ -49,5 +49,7 @@ def repository_index(server: Server, ready_only: bool) -> oip.RepositoryIndexRes
     if not ready_only:
         for (model, number), reason in sorted(server.failures.items()):
             if (model, number) not in server.loaded:
-                index.models.add(name=model, version=str(number), state="UNAVAILABLE", reason=reason)
+                index.models.add(
+                    name=model, version=str(number), state="UNAVAILABLE", reason=reason
+                )
     return index

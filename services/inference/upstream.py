@@ -79,7 +79,9 @@ def _deployment(message: object) -> DeploymentInfo:
         for r in d.routes  # type: ignore[attr-defined]
     ]
     routes += [
-        RouteInfo(s.variant, s.target.split("/")[1], s.resolved_version, 0.0, _alias_of(s.target), True)
+        RouteInfo(
+            s.variant, s.target.split("/")[1], s.resolved_version, 0.0, _alias_of(s.target), True
+        )
         for s in d.shadows  # type: ignore[attr-defined]
     ]
     name = d.name.removeprefix("deployments/")  # type: ignore[attr-defined]
@@ -114,11 +116,15 @@ class RegistryUpstream:
         snapshot = Snapshot(await self.position())
         token = ""
         while True:
-            models = await self._stub.ListModels(pb.ListModelsRequest(page_size=PAGE, page_token=token))
+            models = await self._stub.ListModels(
+                pb.ListModelsRequest(page_size=PAGE, page_token=token)
+            )
             for model in models.models:
                 name = model.name.removeprefix("models/")
                 snapshot.tasks[name] = model.task
-                aliases = await self._stub.ListAliases(pb.ListAliasesRequest(parent=model.name, page_size=PAGE))
+                aliases = await self._stub.ListAliases(
+                    pb.ListAliasesRequest(parent=model.name, page_size=PAGE)
+                )
                 snapshot.aliases[name] = {
                     a.name.rsplit("/", 1)[1]: a.version for a in aliases.aliases
                 }
@@ -134,22 +140,29 @@ class RegistryUpstream:
     async def version(self, model: str, number: int, task: int | None = None) -> VersionInfo:
         try:
             if task is None:
-                task = (await self._stub.GetModel(pb.GetModelRequest(name=f"models/{model}"))).model.task
+                task = (
+                    await self._stub.GetModel(pb.GetModelRequest(name=f"models/{model}"))
+                ).model.task
             reply = await self._stub.GetModelVersion(
                 pb.GetModelVersionRequest(
-                    name=f"models/{model}/versions/{number}", view=model_pb2.MODEL_VERSION_VIEW_BASIC
+                    name=f"models/{model}/versions/{number}",
+                    view=model_pb2.MODEL_VERSION_VIEW_BASIC,
                 )
             )
         except grpc.aio.AioRpcError as error:
             raise _translated(error, f"version {number} of '{model}'") from None
         v = reply.model_version
         flavor = "xgboost" if v.flavor == model_pb2.FLAVOR_XGBOOST else "sklearn"
-        return VersionInfo(model, number, v.artifact.sha256, flavor, signature_from_version(v, task))
+        return VersionInfo(
+            model, number, v.artifact.sha256, flavor, signature_from_version(v, task)
+        )
 
     async def resolve(self, model: str, alias: str) -> int:
         try:
             reply = await self._stub.ResolveAlias(
-                pb.ResolveAliasRequest(reference=f"{model}@{alias}", view=model_pb2.MODEL_VERSION_VIEW_BASIC)
+                pb.ResolveAliasRequest(
+                    reference=f"{model}@{alias}", view=model_pb2.MODEL_VERSION_VIEW_BASIC
+                )
             )
         except grpc.aio.AioRpcError as error:
             raise _translated(error, f"alias '{model}@{alias}'") from None
@@ -159,7 +172,9 @@ class RegistryUpstream:
         """The artifact's bytes, verified against its digest."""
         pieces: list[bytes] = []
         try:
-            async for part in self._stub.DownloadArtifact(pb.DownloadArtifactRequest(name=f"artifacts/{sha256}")):
+            async for part in self._stub.DownloadArtifact(
+                pb.DownloadArtifactRequest(name=f"artifacts/{sha256}")
+            ):
                 if part.WhichOneof("content") == "chunk":
                     pieces.append(part.chunk)
         except grpc.aio.AioRpcError as error:
@@ -172,10 +187,14 @@ class RegistryUpstream:
     async def watch(self, after: int) -> AsyncIterator[Notice | int]:
         """Notices after ``after``; bare ints are heartbeats (the registry's position)."""
         types = [
-            event_pb2.CHANGE_TYPE_ALIAS_SET, event_pb2.CHANGE_TYPE_ALIAS_ROLLED_BACK,
-            event_pb2.CHANGE_TYPE_ALIAS_DELETED, event_pb2.CHANGE_TYPE_DEPLOYMENT_CREATED,
-            event_pb2.CHANGE_TYPE_DEPLOYMENT_UPDATED, event_pb2.CHANGE_TYPE_DEPLOYMENT_CANARY_ABORTED,
-            event_pb2.CHANGE_TYPE_DEPLOYMENT_DELETED, event_pb2.CHANGE_TYPE_MODEL_CREATED,
+            event_pb2.CHANGE_TYPE_ALIAS_SET,
+            event_pb2.CHANGE_TYPE_ALIAS_ROLLED_BACK,
+            event_pb2.CHANGE_TYPE_ALIAS_DELETED,
+            event_pb2.CHANGE_TYPE_DEPLOYMENT_CREATED,
+            event_pb2.CHANGE_TYPE_DEPLOYMENT_UPDATED,
+            event_pb2.CHANGE_TYPE_DEPLOYMENT_CANARY_ABORTED,
+            event_pb2.CHANGE_TYPE_DEPLOYMENT_DELETED,
+            event_pb2.CHANGE_TYPE_MODEL_CREATED,
         ]
         request = pb.WatchEventsRequest(after_sequence=after, types=types)
         async for item in self._stub.WatchEvents(request):
@@ -190,6 +209,8 @@ class RegistryUpstream:
                 yield Notice(event.sequence, model, alias, event.alias.version)
             elif kind == "deployment":
                 deleted = event.type == event_pb2.CHANGE_TYPE_DEPLOYMENT_DELETED
-                yield Notice(event.sequence, model, deployment=_deployment(event.deployment), deleted=deleted)
+                yield Notice(
+                    event.sequence, model, deployment=_deployment(event.deployment), deleted=deleted
+                )
             else:
                 yield Notice(event.sequence, model)

@@ -44,7 +44,7 @@ class TensorLike(Protocol):
     def array(self) -> Array: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DecodedTensor:
     """One input of a request: protocol datatype, shape, and the elements as an array of
     that shape (a zero-copy view of the request where possible; BYTES as an object array

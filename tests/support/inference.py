@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,10 +19,21 @@ from services.inference.service import open_inference
 from services.inference.settings import InferenceSettings
 
 
+@dataclass(frozen=True)
+class Inference:
+    """A running inference server: an aio stub and the address for other clients."""
+
+    stub: oip_grpc.GRPCInferenceServiceAsyncStub
+    address: str
+
+
 @asynccontextmanager
-async def running_inference(registry_port: int, data_dir: Path) -> AsyncIterator[oip_grpc.GRPCInferenceServiceAsyncStub]:
+async def running_inference(registry_port: int, data_dir: Path) -> AsyncIterator[Inference]:
     settings = InferenceSettings(
-        port=0, metrics_port=None, data_dir=data_dir, registry_address=f"127.0.0.1:{registry_port}",
+        port=0,
+        metrics_port=None,
+        data_dir=data_dir,
+        registry_address=f"127.0.0.1:{registry_port}",
         registry_retry_s=0.2,
     )
     async with open_inference(settings, TracerProvider(), CollectorRegistry()) as deps:
@@ -29,12 +41,14 @@ async def running_inference(registry_port: int, data_dir: Path) -> AsyncIterator
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield oip_grpc.GRPCInferenceServiceStub(channel)
+                yield Inference(oip_grpc.GRPCInferenceServiceStub(channel), f"127.0.0.1:{port}")
         finally:
             await server.stop(None)
 
 
-def raw_request(model: str, rows: np.ndarray, version: str = "", request_id: str = "") -> oip.ModelInferRequest:
+def raw_request(
+    model: str, rows: np.ndarray, version: str = "", request_id: str = ""
+) -> oip.ModelInferRequest:
     """A request as tritonclient sends it: one FP32 `features` tensor, raw bytes."""
     matrix = np.ascontiguousarray(rows, dtype=np.float32)
     request = oip.ModelInferRequest(model_name=model, model_version=version, id=request_id)
@@ -47,4 +61,6 @@ def raw_output(response: oip.ModelInferResponse, name: str) -> np.ndarray:
     index = [o.name for o in response.outputs].index(name)
     tensor = response.outputs[index]
     dtype = {"FP32": np.float32, "INT64": np.int64}[tensor.datatype]
-    return np.frombuffer(response.raw_output_contents[index], dtype=dtype).reshape(tuple(tensor.shape))
+    return np.frombuffer(response.raw_output_contents[index], dtype=dtype).reshape(
+        tuple(tensor.shape)
+    )

@@ -15,17 +15,28 @@ import xgboost
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from tests.support.inference import raw_output, raw_request, running_inference
-from tests.support.registry import Client, running_registry, rpc_error, training_data, xgboost_artifact
+from tests.support.registry import (
+    Client,
+    running_registry,
+    rpc_error,
+    training_data,
+    xgboost_artifact,
+)
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[Client, oip_grpc.GRPCInferenceServiceAsyncStub]]:
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (registry, port):
+async def stack(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Client, oip_grpc.GRPCInferenceServiceAsyncStub]]:
+    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
+        registry,
+        port,
+    ):
         await registry.create_model("churn")
         await registry.register("churn", xgboost_artifact(trees=5))
         await registry.set_alias("churn", "production", 1)
-        async with running_inference(port, tmp_path / "inference") as inference:
-            yield registry, inference
+        async with running_inference(port, tmp_path / "inference") as served:
+            yield registry, served.stub
 
 
 def expected(rows: np.ndarray, trees: int = 5, seed: int = 0) -> np.ndarray:
@@ -34,19 +45,28 @@ def expected(rows: np.ndarray, trees: int = 5, seed: int = 0) -> np.ndarray:
     return booster.inplace_predict(rows)  # type: ignore[no-any-return]
 
 
-async def test_metadata_and_raw_inference_match_the_model(stack: tuple[Client, oip_grpc.GRPCInferenceServiceAsyncStub]) -> None:
+async def test_metadata_and_raw_inference_match_the_model(
+    stack: tuple[Client, oip_grpc.GRPCInferenceServiceAsyncStub],
+) -> None:
     _, inference = stack
     assert (await inference.ServerReady(oip.ServerReadyRequest())).ready
     assert (await inference.ModelReady(oip.ModelReadyRequest(name="churn"))).ready
     meta = await inference.ModelMetadata(oip.ModelMetadataRequest(name="churn"))
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("features", "FP32", [-1, 4])]
-    assert [(t.name, t.datatype) for t in meta.outputs] == [("label", "INT64"), ("probabilities", "FP32")]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+        ("features", "FP32", [-1, 4])
+    ]
+    assert [(t.name, t.datatype) for t in meta.outputs] == [
+        ("label", "INT64"),
+        ("probabilities", "FP32"),
+    ]
     rows = training_data()[0][:7]
     reply = await inference.ModelInfer(raw_request("churn", rows, request_id="r1"))
     assert (reply.model_name, reply.model_version, reply.id) == ("churn", "1", "r1")
     probabilities = raw_output(reply, "probabilities")
     np.testing.assert_allclose(probabilities[:, 1], expected(rows), rtol=1e-6)
-    np.testing.assert_array_equal(raw_output(reply, "label"), (expected(rows) > 0.5).astype(np.int64))
+    np.testing.assert_array_equal(
+        raw_output(reply, "label"), (expected(rows) > 0.5).astype(np.int64)
+    )
 
 
 async def test_typed_request_gets_a_typed_answer_with_only_the_named_output(
@@ -60,7 +80,10 @@ async def test_typed_request_gets_a_typed_answer_with_only_the_named_output(
     request.outputs.add(name="label")
     reply = await inference.ModelInfer(request)
     assert [o.name for o in reply.outputs] == ["label"] and not reply.raw_output_contents
-    assert list(reply.outputs[0].contents.int64_contents) == (expected(rows) > 0.5).astype(int).tolist()
+    assert (
+        list(reply.outputs[0].contents.int64_contents)
+        == (expected(rows) > 0.5).astype(int).tolist()
+    )
 
 
 async def test_bad_requests_are_invalid_argument_naming_the_input(
@@ -68,12 +91,16 @@ async def test_bad_requests_are_invalid_argument_naming_the_input(
 ) -> None:
     _, inference = stack
     wrong = await rpc_error(inference.ModelInfer(raw_request("churn", np.zeros((2, 3)))))
-    assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT and "features" in (wrong.details() or "")
+    assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT and "features" in (
+        wrong.details() or ""
+    )
     unknown = await rpc_error(inference.ModelInfer(raw_request("nope", np.zeros((1, 4)))))
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_an_alias_move_swaps_the_served_version(stack: tuple[Client, oip_grpc.GRPCInferenceServiceAsyncStub]) -> None:
+async def test_an_alias_move_swaps_the_served_version(
+    stack: tuple[Client, oip_grpc.GRPCInferenceServiceAsyncStub],
+) -> None:
     registry, inference = stack
     await registry.register("churn", xgboost_artifact(trees=9, seed=1))
     rows = training_data()[0][:5]
@@ -84,6 +111,8 @@ async def test_an_alias_move_swaps_the_served_version(stack: tuple[Client, oip_g
             break
         await asyncio.sleep(0.05)
     assert reply.model_version == "2"
-    np.testing.assert_allclose(raw_output(reply, "probabilities")[:, 1], expected(rows, 9, 1), rtol=1e-6)
+    np.testing.assert_allclose(
+        raw_output(reply, "probabilities")[:, 1], expected(rows, 9, 1), rtol=1e-6
+    )
     pinned = await inference.ModelInfer(raw_request("churn", rows, version="1"))
     assert pinned.model_version == "1"

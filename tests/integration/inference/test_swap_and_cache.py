@@ -17,12 +17,16 @@ CLIENTS = 32
 
 async def test_alias_moves_under_32_clients_fail_no_call_and_never_go_back(tmp_path: Path) -> None:
     rows = training_data()[0][:4]
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (registry, port):
+    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
+        registry,
+        port,
+    ):
         await registry.create_model("churn")
         for trees, seed in ((5, 0), (9, 1), (13, 2)):
             await registry.register("churn", xgboost_artifact(trees=trees, seed=seed))
         await registry.set_alias("churn", "production", 1)
-        async with running_inference(port, tmp_path / "inference") as inference:
+        async with running_inference(port, tmp_path / "inference") as served:
+            inference = served.stub
             stop = asyncio.Event()
             failures: list[BaseException] = []
             seen: list[list[int]] = [[] for _ in range(CLIENTS)]
@@ -54,19 +58,26 @@ async def test_alias_moves_under_32_clients_fail_no_call_and_never_go_back(tmp_p
 
 async def test_a_restart_with_the_registry_down_serves_the_cached_versions(tmp_path: Path) -> None:
     rows = training_data()[0][:3]
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (registry, port):
+    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
+        registry,
+        port,
+    ):
         await registry.create_model("churn")
         await registry.register("churn", xgboost_artifact(trees=5))
         await registry.set_alias("churn", "production", 1)
-        async with running_inference(port, tmp_path / "inference") as inference:
+        async with running_inference(port, tmp_path / "inference") as served:
+            inference = served.stub
             before = await inference.ModelInfer(raw_request("churn", rows))
     # The registry is gone; the inference service starts again on its cache.
-    async with running_inference(port, tmp_path / "inference") as inference:
+    async with running_inference(port, tmp_path / "inference") as served:
+        inference = served.stub
         assert (await inference.ServerReady(oip.ServerReadyRequest())).ready
         after = await inference.ModelInfer(raw_request("churn", rows))
         index = await inference.RepositoryIndex(oip.RepositoryIndexRequest(ready=True))
     assert after.model_version == before.model_version == "1"
-    np.testing.assert_array_equal(raw_output(after, "probabilities"), raw_output(before, "probabilities"))
+    np.testing.assert_array_equal(
+        raw_output(after, "probabilities"), raw_output(before, "probabilities")
+    )
     assert [(m.name, m.version, m.state) for m in index.models] == [("churn", "1", "READY")]
 
 

@@ -112,7 +112,7 @@ def test_raw_inputs_round_trip_for_every_numeric_datatype(datatype: str) -> None
 def test_raw_numeric_inputs_are_views_of_the_request(datatype: str) -> None:
     decoded = decode_inputs(raw_request(raw_input("x", datatype, SAMPLES[datatype])))["x"]
     assert not decoded.array.flags.owndata
-    assert isinstance(decoded.array.base, bytes | memoryview | np.ndarray)
+    assert not decoded.array.flags.writeable  # a view of the request's immutable bytes
 
 
 def test_raw_data_is_read_little_endian() -> None:
@@ -240,7 +240,8 @@ def test_typed_contents_must_match_the_shape_and_datatype() -> None:
 def test_bad_tensor_metadata_is_refused(
     name: str, datatype: str, shape: list[int], message: str
 ) -> None:
-    assert refused(raw_request((name, datatype, tuple(shape), b"\x00" * 4))).message == message
+    data = b"" if 0 in shape else b"\x00" * 4
+    assert refused(raw_request((name, datatype, tuple(shape), data))).message == message
 
 
 def test_an_input_given_twice_is_refused() -> None:

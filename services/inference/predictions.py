@@ -46,7 +46,7 @@ class PredictionLog:
         self.accepted += 1
 
     def drain(self, limit: int) -> list[PredictionRecord]:
-        taken = []
+        taken: list[PredictionRecord] = []
         while self._records and len(taken) < limit:
             taken.append(self._records.popleft())
         return taken

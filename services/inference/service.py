@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from keel.inference.v1 import inference_pb2, inference_pb2_grpc
 from keel.oip.v2 import open_inference_pb2, open_inference_pb2_grpc
 from services.common.channels import create_channel
 from services.common.server import ServerDeps, ServiceBinding
@@ -21,10 +22,12 @@ from services.inference.cache import LocalCache
 from services.inference.predictions import PredictionLog
 from services.inference.runtime import LoadedModel
 from services.inference.servicer import InferenceServicer
+from services.inference.servicer_keel import KeelInferenceServicer
 from services.inference.serving import Server
 from services.inference.settings import InferenceSettings
 
 OIP_SERVICE = open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+KEEL_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 
 
 @asynccontextmanager
@@ -59,12 +62,21 @@ async def open_inference(
     stop = asyncio.Event()
     follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
     servicer = InferenceServicer(server, PredictionLog(settings.prediction_log_capacity))
-    binding = ServiceBinding(
-        OIP_SERVICE,
-        lambda s: open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
-    )
+    keel_servicer = KeelInferenceServicer(server)
+    bindings = [
+        ServiceBinding(
+            OIP_SERVICE,
+            lambda s: open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+                servicer, s
+            ),
+        ),
+        ServiceBinding(
+            KEEL_SERVICE,
+            lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(keel_servicer, s),
+        ),
+    ]
     try:
-        yield ServerDeps("inference", [binding], metrics)
+        yield ServerDeps("inference", bindings, metrics)
     finally:
         stop.set()
         follower.cancel()

@@ -157,9 +157,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             and (not request.version or str(number) == request.version)
         ]
         if request.name and not chosen:
-            raise NotFound(
-                f"model '{request.name}' has no loaded version{' ' + request.version if request.version else ''}"
-            )
+            which = f" {request.version}" if request.version else ""
+            raise NotFound(f"model '{request.name}' has no loaded version{which}")
         return oip.ModelStatisticsResponse(
             model_stats=[statistics.model_statistics(lv) for lv in chosen]
         )

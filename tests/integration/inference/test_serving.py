@@ -17,8 +17,8 @@ from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from tests.support.inference import raw_output, raw_request, running_inference
 from tests.support.registry import (
     Client,
-    running_registry,
     rpc_error,
+    running_registry,
     training_data,
     xgboost_artifact,
 )
@@ -42,7 +42,7 @@ async def stack(
 def expected(rows: np.ndarray, trees: int = 5, seed: int = 0) -> np.ndarray:
     booster = xgboost.Booster()
     booster.load_model(bytearray(xgboost_artifact(trees=trees, seed=seed).data))
-    return booster.inplace_predict(rows)  # type: ignore[no-any-return]
+    return np.asarray(booster.inplace_predict(rows))
 
 
 async def test_metadata_and_raw_inference_match_the_model(
@@ -116,3 +116,42 @@ async def test_an_alias_move_swaps_the_served_version(
     )
     pinned = await inference.ModelInfer(raw_request("churn", rows, version="1"))
     assert pinned.model_version == "1"
+
+
+async def test_explain_adds_up_and_the_routing_state_is_reported(tmp_path: Path) -> None:
+    from keel.common.v1 import schema_pb2
+    from keel.inference.v1 import inference_pb2 as kpb
+    from keel.inference.v1 import inference_pb2_grpc as kpb_grpc
+
+    rows = training_data()[0][:3]
+    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
+        registry,
+        port,
+    ):
+        await registry.create_model("churn")
+        await registry.register("churn", xgboost_artifact(trees=5))
+        await registry.set_alias("churn", "production", 1)
+        async with running_inference(port, tmp_path / "inference") as served:
+            async with grpc.aio.insecure_channel(served.address) as channel:
+                keel = kpb_grpc.InferenceServiceStub(channel)
+                tensor = kpb.Tensor(
+                    name="features", data_type=schema_pb2.DATA_TYPE_FLOAT32, shape=[3, 4]
+                )
+                tensor.float_values.values.extend(rows.ravel().tolist())
+                explained = await keel.Explain(
+                    kpb.ExplainRequest(model_name="churn", inputs=[tensor])
+                )
+                state = await keel.GetServedModel(kpb.GetServedModelRequest(name="churn"))
+                missing = await rpc_error(
+                    keel.GetServedModel(kpb.GetServedModelRequest(name="nope"))
+                )
+    assert explained.method == kpb.EXPLANATION_METHOD_TREE_SHAP and explained.model_version == "1"
+    assert list(explained.feature_names) == ["f0", "f1", "f2", "f3"] and explained.row_count == 3
+    [output] = explained.explanations
+    contributions = np.array(output.contributions).reshape(3, 4)
+    margin = contributions.sum(axis=1) + output.expected_value
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), expected(rows), rtol=1e-5)
+    assert state.served_model.ready and state.served_model.routes[0].model_version == 1
+    assert state.served_model.routes[0].artifact_sha256 == xgboost_artifact(trees=5).sha256
+    assert state.replica.registry_connected
+    assert missing.code() == grpc.StatusCode.NOT_FOUND

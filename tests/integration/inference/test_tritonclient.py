@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped]
+import pandas as pd
 import pytest
 import skops.io
 import xgboost

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped]
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -147,12 +148,32 @@ def test_keel_up_starts_the_built_services_with_a_demo_model_and_stops_on_sigint
         resolved = stub.ResolveAlias(
             registry_pb2.ResolveAliasRequest(reference="demo-churn@production"), timeout=10
         )
+    served = read_ready_file(tmp_path / "run" / "inference.json")
+    with grpc.insecure_channel(served.address) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        request = oip.ModelInferRequest(model_name="demo-churn")
+        request.inputs.add(name="features", datatype="FP32", shape=[2, 6])
+        request.raw_input_contents.append(bytes(4 * 12))
+        for _ in range(100):  # the inference service loads the demo when it is promoted
+            try:
+                answer = stub.ModelInfer(request, timeout=10)
+                break
+            except grpc.RpcError as error:
+                assert error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
+                time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
+    assert answer.model_version == "1" and [o.name for o in answer.outputs] == [
+        "label",
+        "probabilities",
+    ]
     output = "\n".join(lines) + rest
     assert proc.returncode == 0, output
     assert resolved.model_version.version == 1
-    assert any(line.startswith("registry | keel: registry listening on") for line in lines), output
+    assert any(line.startswith("registry  | keel: registry listening on") for line in lines), output
+    assert any(line.startswith("inference | keel: inference listening on") for line in lines), (
+        output
+    )
     assert "keel: demo model 'demo-churn' version 1 registered and in production" in output
     with pytest.raises(ProcessLookupError):
         os.kill(listening.pid, 0)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from services.common.service import Listening, ServiceSpec, run
+from services.common.service import Listening, ServiceSpec, run, write_ready_file
 from services.common.supervisor import Child, Supervisor, run_until_signalled
 
 # Every service of the suite, in start order (a service after those it calls), with the
@@ -28,6 +30,12 @@ MetricsOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Folder for embedded defaults.")
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=1, help="Processes serving one port (SO_REUSEPORT); metrics on the first."
+    ),
 ]
 ReadyOption = Annotated[
     Path | None,
@@ -55,6 +63,7 @@ def serve_app(name: str) -> typer.Typer:
         metrics_port: MetricsOption = None,
         data_dir: DataDirOption = None,
         ready_file: ReadyOption = None,
+        workers: WorkersOption = 1,
     ) -> None:
         """Start the service and run until SIGTERM or Ctrl-C."""
         spec = service_spec(name)
@@ -69,7 +78,10 @@ def serve_app(name: str) -> typer.Typer:
         overrides = {
             key: value for key, value in flags.items() if key == "metrics_port" or value is not None
         }
-        run(spec, spec.settings(**overrides), ready_file)
+        settings = spec.settings(**overrides)
+        if workers > 1:
+            raise typer.Exit(run_workers(name, workers, settings, ready_file))
+        run(spec, settings, ready_file)
 
     return app
 
@@ -138,3 +150,53 @@ def _peer_addresses(started: Any) -> dict[str, str]:
         for peer, listening in started.items():
             env[f"KEEL_{consumer.upper()}_{peer.upper()}_ADDRESS"] = listening.address
     return env
+
+
+def run_workers(name: str, count: int, settings: Any, ready_file: Path | None) -> int:
+    """``count`` processes of one service on one port: the first binds (``--port 0``
+    picks), the others join it with SO_REUSEPORT and the kernel spreads connections."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"keel-{name}-workers-"))
+    prefix = f"KEEL_{name.upper()}_"
+    base = [
+        sys.executable,
+        "-m",
+        "keel",
+        name,
+        "serve",
+        "--host",
+        settings.host,
+        "--data-dir",
+        str(settings.data_dir),
+    ]
+    env = {f"{prefix}REUSE_PORT": "1"}
+
+    def same_port(started: Mapping[str, Listening]) -> dict[str, str]:
+        return {f"{prefix}PORT": str(started[f"{name}-1"].port)}
+
+    children = []
+    for index in range(1, count + 1):
+        ready = run_dir / f"{index}.json"
+        argv = [*base, "--ready-file", str(ready)]
+        if index == 1:
+            argv += [
+                "--port",
+                str(settings.port),
+                "--metrics-port",
+                str(settings.metrics_port or 0),
+            ]
+        else:
+            argv += ["--metrics-port", "0"]
+        children.append(
+            Child(
+                f"{name}-{index}", argv, ready, env=env, env_from=None if index == 1 else same_port
+            )
+        )
+
+    async def announce(started: Mapping[str, Listening]) -> None:
+        first = started[f"{name}-1"]
+        listening = Listening(name, first.host, first.port, first.metrics_port, os.getpid())
+        print(listening.line(), flush=True)
+        if ready_file is not None:
+            write_ready_file(ready_file, listening)
+
+    return asyncio.run(run_until_signalled(Supervisor(children), announce))

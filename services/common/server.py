@@ -76,8 +76,8 @@ def _options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # Two processes must never share a port by accident.
-        ("grpc.so_reuseport", 0),
+        # Two processes share a port only when told to (``--workers``), never by accident.
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
     ]
 
 

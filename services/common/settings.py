@@ -38,6 +38,11 @@ class ServerSettings(BaseSettings):
         default=Path(".keel"), description="Where embedded defaults keep their files."
     )
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    reuse_port: bool = Field(
+        default=False,
+        description="Share the port with sibling worker processes (SO_REUSEPORT); off, a taken "
+        "port is an error.",
+    )
 
     @property
     def address(self) -> str:

@@ -150,13 +150,13 @@ def test_keel_up_starts_the_built_services_with_a_demo_model_and_stops_on_sigint
         )
     served = read_ready_file(tmp_path / "run" / "inference.json")
     with grpc.insecure_channel(served.address) as channel:
-        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        infer = oip_grpc.GRPCInferenceServiceStub(channel)
         request = oip.ModelInferRequest(model_name="demo-churn")
         request.inputs.add(name="features", datatype="FP32", shape=[2, 6])
         request.raw_input_contents.append(bytes(4 * 12))
         for _ in range(100):  # the inference service loads the demo when it is promoted
             try:
-                answer = stub.ModelInfer(request, timeout=10)
+                answer = infer.ModelInfer(request, timeout=10)
                 break
             except grpc.RpcError as error:
                 assert error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)

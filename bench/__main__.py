@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from bench import floor, registry
+from bench.stats import machine_note
 
 BENCHMARKS = ("floor", "registry")
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run of everything")
     args = parser.parse_args()
     chosen = [args.benchmark] if args.benchmark else list(BENCHMARKS)
+    print(machine_note())
     if "floor" in chosen:
         floor.run(
             args.runs or (1 if args.quick else floor.DEFAULT_RUNS),

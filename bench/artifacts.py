@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,26 +53,36 @@ class SmallModels:
         return Model(self.template.replace(_ID_FIELD, unique), SMALL_FEATURES)
 
 
-def large_model(target_bytes: int) -> tuple[Model, str]:
-    """A real XGBoost JSON model of at least ``target_bytes`` (deep trees on noise), and a
-    note on how it was obtained. Built once, then cached in the temporary folder."""
+def large_model(target_bytes: int) -> tuple[Model, Model, str]:
+    """A real XGBoost model of at least ``target_bytes`` as JSON (deep trees on noise),
+    the same model as UBJSON, and a note on how they were obtained. Built once, then
+    cached in the temporary folder."""
     import xgboost
 
     cache = Path(tempfile.gettempdir(), "keel-bench", f"xgb-{target_bytes}-{xgboost.__version__}")
-    if cache.exists():
-        data = cache.read_bytes()
-        return Model(data, LARGE_FEATURES), f"cached at {cache}"
-    started = time.perf_counter()
-    data, trees = _train_large(target_bytes)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(".partial")
+    json_file, ubj_file = cache.with_suffix(".json"), cache.with_suffix(".ubj")
+    if json_file.exists() and ubj_file.exists():
+        note = f"cached in {cache.parent}"
+    else:
+        started = time.perf_counter()
+        booster = _train_large(target_bytes)
+        _write(json_file, bytes(booster.save_raw("json")))
+        _write(ubj_file, bytes(booster.save_raw("ubj")))
+        note = f"built in {time.perf_counter() - started:.0f} s"
+    json_model = Model(json_file.read_bytes(), LARGE_FEATURES)
+    trees = re.search(rb'"num_trees":\s*"(\d+)"', json_model.data)
+    note = f"{trees[1].decode() if trees else '?'} trees of depth 12, {note}"
+    return json_model, Model(ubj_file.read_bytes(), LARGE_FEATURES), note
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
     partial.write_bytes(data)
-    partial.replace(cache)
-    took = time.perf_counter() - started
-    return Model(data, LARGE_FEATURES), f"{trees} trees of depth 12, built in {took:.0f} s"
+    partial.replace(path)
 
 
-def _train_large(target_bytes: int) -> tuple[bytes, int]:
+def _train_large(target_bytes: int) -> Any:
     import xgboost
 
     rng = np.random.default_rng(1)
@@ -83,14 +95,14 @@ def _train_large(target_bytes: int) -> tuple[bytes, int]:
         "max_depth": 12,
         "min_child_weight": 0,
         "lambda": 0,
-        "eta": 0.05,
+        "eta": 0.001,  # tiny steps: the noise stays unfitted, later trees stay full
         "nthread": 2,
     }
     booster = xgboost.train(params, train, num_boost_round=20)
-    data = bytes(booster.save_raw("json"))
-    while len(data) < target_bytes:  # later trees are smaller: top up until big enough
-        trees = booster.num_boosted_rounds()
-        more = math.ceil(1.05 * (target_bytes - len(data)) / (len(data) / trees)) + 1
+    size, more = len(booster.save_raw("json")), 50
+    while size < target_bytes:  # later trees grow larger: close in on the target
         booster = xgboost.train(params, train, num_boost_round=more, xgb_model=booster)
-        data = bytes(booster.save_raw("json"))
-    return data, booster.num_boosted_rounds()
+        grown = len(booster.save_raw("json"))
+        per_tree, size = (grown - size) / more, grown
+        more = math.ceil(0.6 * (target_bytes - size) / per_tree) + 1
+    return booster

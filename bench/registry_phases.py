@@ -1,4 +1,9 @@
-"""One benchmark run against one fresh registry: every phase, in order, on one channel."""
+"""The phases of one benchmark run against one fresh registry, on one channel.
+
+Measured phases run one backend at a time, the machine otherwise idle. Topping the
+registry up to the search corpus is not measured against a goal, so ``registry.py``
+runs it on every backend at once to keep the whole benchmark short.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from bench.artifacts import Model, SmallModels
-from bench.registry_load import CHANNEL_OPTIONS, MODELS, Client, Loop, closed_loop, upload_messages
-from bench.registry_server import Running
+from bench.registry_load import MODELS, Client, Loop, closed_loop, upload_messages
 from bench.stats import CpuMeter, CpuShare
 
 POOL = 8  # artifacts uploaded ahead for the metadata-only registrations
@@ -36,13 +40,16 @@ class RunFigures:
     full: Loop = field(default_factory=Loop)
     full_cpu: CpuShare = field(default_factory=lambda: CpuShare(None, 0.0))
     seed: Loop = field(default_factory=Loop)
+    seed_alongside: int = 1  # registries seeded at the same time
     versions: int = 0
     resolve: Loop = field(default_factory=Loop)
     search: Loop = field(default_factory=Loop)
     search_hits: int = 0
-    upload_s: float = float("nan")
-    refused_upload_s: float = float("nan")
     upload_bytes: int = 0
+    upload_s: float = float("nan")
+    ubj_bytes: int = 0
+    ubj_upload_s: float = float("nan")
+    refused_upload_s: float = float("nan")
 
     def failures(self) -> tuple[int, str]:
         """Failed calls over every measured phase, and the first failure's status."""
@@ -51,88 +58,86 @@ class RunFigures:
         return sum(loop.errors for loop in loops), first
 
 
-async def run_once(running: Running, plan: Plan, small: SmallModels, big: Model) -> RunFigures:
-    figures = RunFigures()
-    async with grpc.aio.insecure_channel(running.address, options=CHANNEL_OPTIONS) as channel:
-        client = Client(channel)
-        await client.create_models()
-        pool = [small.make(n) for n in range(POOL)]
-        for model in pool:
-            await client.upload(model)
-        await _registrations(client, plan, small, pool, running.pid, figures)
-        await _seed(client, plan, pool, figures)
-        await _resolve(client, plan, figures)
-        await _search(client, plan, figures)
-        await _upload(client, big, figures)
-    return figures
+class Session:
+    """One registry under test: its client, its server's pid, what was measured."""
 
+    def __init__(self, channel: grpc.aio.Channel, pid: int, plan: Plan) -> None:
+        self.client = Client(channel)
+        self.pid = pid
+        self.plan = plan
+        self.pool: list[Model] = []
+        self.figures = RunFigures()
 
-async def _registrations(
-    client: Client, plan: Plan, small: SmallModels, pool: list[Model], pid: int, out: RunFigures
-) -> None:
-    async def metadata_only(n: int) -> None:
-        await client.register(MODELS[n % len(MODELS)], pool[n % len(pool)])
+    async def _metadata_only(self, n: int) -> None:
+        await self.client.register(MODELS[n % len(MODELS)], self.pool[n % len(self.pool)])
 
-    async def full_path(n: int) -> None:
-        model = small.make(FULL_PATH_IDS + n)
-        await client.upload(model)
-        await client.register(MODELS[n % len(MODELS)], model)
+    async def registrations(self, small: SmallModels) -> None:
+        """Models, the artifact pool, then registrations/s: metadata only, then full path."""
+        plan, out = self.plan, self.figures
+        await self.client.create_models()
+        self.pool = [small.make(n) for n in range(POOL)]
+        for model in self.pool:
+            await self.client.upload(model)
 
-    # warm up threads, connections and caches; these versions count towards the corpus
-    warm = await closed_loop(plan.clients, UNBOUNDED, plan.clients * 2, metadata_only)
-    cap = int(plan.corpus * 0.6)
-    with CpuMeter(pid) as meter:
-        out.metadata = await closed_loop(plan.clients, plan.seconds, cap, metadata_only)
-    out.metadata_cpu = meter.share
-    cap = int(plan.corpus * 0.2)
-    with CpuMeter(pid) as meter:
-        out.full = await closed_loop(plan.clients, plan.seconds, cap, full_path)
-    out.full_cpu = meter.share
-    out.versions = sum(len(loop.latencies) for loop in (warm, out.metadata, out.full))
+        async def full_path(n: int) -> None:
+            model = small.make(FULL_PATH_IDS + n)
+            await self.client.upload(model)
+            await self.client.register(MODELS[n % len(MODELS)], model)
 
+        # warm up threads, connections and caches; these versions count towards the corpus
+        warm = await closed_loop(plan.clients, UNBOUNDED, plan.clients * 2, self._metadata_only)
+        with CpuMeter(self.pid) as meter:
+            cap = int(plan.corpus * 0.6)
+            out.metadata = await closed_loop(plan.clients, plan.seconds, cap, self._metadata_only)
+        out.metadata_cpu = meter.share
+        with CpuMeter(self.pid) as meter:
+            cap = int(plan.corpus * 0.2)
+            out.full = await closed_loop(plan.clients, plan.seconds, cap, full_path)
+        out.full_cpu = meter.share
+        out.versions = sum(len(loop.latencies) for loop in (warm, out.metadata, out.full))
 
-async def _seed(client: Client, plan: Plan, pool: list[Model], out: RunFigures) -> None:
-    async def register(n: int) -> None:
-        await client.register(MODELS[n % len(MODELS)], pool[n % len(pool)])
+    async def seed(self, alongside: int) -> None:
+        """Register versions until the registry holds the search corpus."""
+        out = self.figures
+        missing = max(0, self.plan.corpus - out.versions)
+        out.seed = await closed_loop(self.plan.clients, UNBOUNDED, missing, self._metadata_only)
+        out.seed_alongside = alongside
+        out.versions += len(out.seed.latencies)
 
-    missing = max(0, plan.corpus - out.versions)
-    out.seed = await closed_loop(plan.clients, UNBOUNDED, missing, register)
-    out.versions += len(out.seed.latencies)
+    async def reads(self) -> None:
+        """Alias resolve, then filtered search, each from one client."""
+        out = self.figures
+        await self.client.set_alias("m3", "production", 1)
 
+        async def resolve(n: int) -> None:
+            await self.client.resolve("m3@production")
 
-async def _resolve(client: Client, plan: Plan, out: RunFigures) -> None:
-    await client.set_alias("m3", "production", 1)
+        async def search(n: int) -> None:
+            await self.client.search(SEARCH.format(model=MODELS[n % len(MODELS)]), PAGE_SIZE)
 
-    async def resolve(n: int) -> None:
-        await client.resolve("m3@production")
+        await closed_loop(1, UNBOUNDED, 20, resolve)  # warm-up
+        out.resolve = await closed_loop(1, UNBOUNDED, self.plan.resolves, resolve)
+        out.search_hits = await self.client.search(SEARCH.format(model="m3"), PAGE_SIZE)
+        out.search = await closed_loop(1, UNBOUNDED, self.plan.searches, search)
 
-    await closed_loop(1, UNBOUNDED, 20, resolve)  # warm-up
-    out.resolve = await closed_loop(1, UNBOUNDED, plan.resolves, resolve)
+    async def uploads(self, big: Model, big_ubj: Model) -> None:
+        """The large model end to end, as JSON and as UBJSON; then as many bytes as the
+        JSON that are refused after being received, hashed, written and read back (the
+        format check fails at once on them)."""
+        out = self.figures
+        out.upload_bytes, out.ubj_bytes = len(big.data), len(big_ubj.data)
+        out.upload_s = await self._timed_upload(big.data, big.sha256)
+        out.ubj_upload_s = await self._timed_upload(big_ubj.data, big_ubj.sha256)
+        junk = bytes(len(big.data))
+        out.refused_upload_s = await self._timed_upload(junk, hashlib.sha256(junk).hexdigest())
 
-
-async def _search(client: Client, plan: Plan, out: RunFigures) -> None:
-    out.search_hits = await client.search(SEARCH.format(model="m3"), PAGE_SIZE)
-
-    async def search(n: int) -> None:
-        await client.search(SEARCH.format(model=MODELS[n % len(MODELS)]), PAGE_SIZE)
-
-    out.search = await closed_loop(1, UNBOUNDED, plan.searches, search)
-
-
-async def _upload(client: Client, big: Model, out: RunFigures) -> None:
-    """The large model end to end; then as many bytes that are refused after being
-    received, hashed, written and read back (the format check fails at once)."""
-    out.upload_bytes = len(big.data)
-    messages = upload_messages(big.data, big.sha256)
-    started = time.perf_counter()
-    await client.upload_stream(iter(messages))
-    out.upload_s = time.perf_counter() - started
-    junk = bytes(len(big.data))
-    messages = upload_messages(junk, hashlib.sha256(junk).hexdigest())
-    started = time.perf_counter()
-    try:
-        await client.upload_stream(iter(messages))
-    except grpc.aio.AioRpcError as error:
-        if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
-            raise
-    out.refused_upload_s = time.perf_counter() - started
+    async def _timed_upload(self, data: bytes, sha256: str) -> float:
+        """Seconds until the server answered, whether it accepted or refused the bytes."""
+        messages = upload_messages(data, sha256)
+        started = time.perf_counter()
+        try:
+            await self.client.upload_stream(iter(messages))
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+        return time.perf_counter() - started

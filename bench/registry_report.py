@@ -11,7 +11,7 @@ from bench.registry_phases import PAGE_SIZE, SEARCH, Plan, RunFigures
 from bench.stats import CpuShare, median, percentile_ms
 
 MB = 1e6
-LABEL = 40
+LABEL = 44
 
 
 def _med(runs: Sequence[RunFigures], value: Callable[[RunFigures], float]) -> float:
@@ -40,7 +40,7 @@ def report(
         f"\nregistry on {backend}: median of {len(runs)} run(s), a fresh registry process per "
         f"run, clients in this process (grpc.aio)"
     )
-    _registrations(runs, plan)
+    _registrations(runs, plan, sqlite=backend == "SQLite")
     _reads(runs, plan)
     _upload(runs, upload_note, safe_load_s)
     failed = [run.failures() for run in runs]
@@ -49,17 +49,17 @@ def report(
     print(f"  failed calls: {count}" + (f" (first: {first})" if first else ""))
 
 
-def _registrations(runs: Sequence[RunFigures], plan: Plan) -> None:
+def _registrations(runs: Sequence[RunFigures], plan: Plan, *, sqlite: bool) -> None:
     rate = _med(runs, lambda r: r.metadata.rate)
     _line(
         f"registrations/s, metadata only, {plan.clients} clients",
         f"{rate:.0f}",
-        _goal(rate >= 660, "≥ 660"),
+        _goal(rate >= 660, "≥ 660") if sqlite else "the goal of ≥ 660 is set for SQLite",
         _versus(rate, mlflow.REGISTRATIONS_PER_S, unit="/s", higher=True),
     )
     full = _med(runs, lambda r: r.full.rate)
     _line(
-        f"registrations/s, upload + register, {plan.clients} cl.",
+        f"registrations/s, upload + register, {plan.clients} clients",
         f"{full:.0f}",
         "no goal; a new 6 KB XGBoost JSON model each",
     )
@@ -99,11 +99,13 @@ def _reads(runs: Sequence[RunFigures], plan: Plan) -> None:
     hits = int(_med(runs, lambda r: r.search_hits))
     seeded = int(_med(runs, lambda r: len(r.seed.latencies)))
     seed_s = _med(runs, lambda r: r.seed.seconds)
+    alongside = int(_med(runs, lambda r: r.seed_alongside))
     print(
         f"    search: {SEARCH.format(model='m<k>')}, page_size {PAGE_SIZE}, first page "
         f"{hits} versions; seeding: {seeded:,} versions topped up in {seed_s:.1f} s "
-        f"({seeded / seed_s if seed_s else 0:.0f}/s, {plan.clients} clients), the rest "
-        f"registered by the phases above"
+        f"({seeded / seed_s if seed_s else 0:.0f}/s, {plan.clients} clients"
+        + (f", {alongside} registries seeded at once" if alongside > 1 else "")
+        + "), the rest registered by the phases above"
     )
 
 
@@ -116,11 +118,18 @@ def _upload(runs: Sequence[RunFigures], note: str, safe_load_s: float) -> None:
         _goal(speed >= 200, "≥ 200 MB/s"),
         _versus(speed, mlflow.UPLOAD_MB_S, unit=" MB/s", higher=True),
     )
+    ubj = _med(runs, lambda r: r.ubj_bytes / MB / r.ubj_upload_s)
+    ubj_size = _med(runs, lambda r: r.ubj_bytes)
+    _line(
+        f"upload the same model as UBJSON ({ubj_size / MB:.0f} MB)",
+        f"{ubj:.0f} MB/s",
+        _goal(ubj >= 200, "≥ 200 MB/s"),
+    )
     refused = _med(runs, lambda r: r.upload_bytes / MB / r.refused_upload_s)
     total = _med(runs, lambda r: r.upload_s)
     print(
-        f"    model: {note}; of {total:.2f} s end to end, transfer + hash + write + read-back "
-        f"alone run at {refused:.0f} MB/s (the same size refused by the format check); "
-        f"the safe-load check (XGBoost parses the model) takes {safe_load_s:.2f} s in this "
-        f"process"
+        f"    model: {note}. Of the JSON upload's {total:.2f} s, transfer + hash + write + "
+        f"read-back alone run at {refused:.0f} MB/s (as many bytes, refused by the format "
+        f"check); the safe-load check (XGBoost parses the JSON) takes {safe_load_s:.2f} s "
+        f"in this process"
     )

@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def percentile_ms(seconds: Sequence[float], fraction: float) -> float:
@@ -24,7 +25,7 @@ def median(values: Sequence[float]) -> float:
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of another process (Linux ``/proc``), else None."""
     try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -63,3 +64,12 @@ class CpuMeter:
             None if server is None or self._server is None else (server - self._server) / wall,
             (time.process_time() - self._client) / wall,
         )
+
+
+def machine_note() -> str:
+    """Cores and load average, so a reader can tell a busy machine from a slow server."""
+    try:
+        load = Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        load = "?"
+    return f"machine: {os.cpu_count()} cores, 1-minute load average {load} before starting"

@@ -194,6 +194,7 @@ def version_record(message: model_pb2.ModelVersion, model: str, request_id: str)
         "description",
         "tags",
         "artifact",
+        "model_card",
     ):
         stored.ClearField(output_only)
     return VersionRecord(
@@ -210,8 +211,11 @@ def version_record(message: model_pb2.ModelVersion, model: str, request_id: str)
         class_labels=tuple(message.signature.class_labels),
         code_revision=message.lineage.code_revision,
         dataset_sha256=message.lineage.training_dataset.sha256,
-        doc=to_dict(stored),
-        profile=to_dict(message.reference_profile) if message.HasField("reference_profile") else {},
+        model_card=message.model_card,
+        message=stored.SerializeToString(),
+        profile=message.reference_profile.SerializeToString()
+        if message.HasField("reference_profile")
+        else b"",
         request_id=request_id,
     )
 
@@ -224,17 +228,17 @@ def version_patch(message: model_pb2.ModelVersion) -> VersionRecord:
         sha256="",
         description=message.description,
         tags=dict(message.tags),
-        doc={"model_card": message.model_card},
+        model_card=message.model_card,
     )
 
 
 def version_message(v: VersionRecord, *, full: bool = True) -> model_pb2.ModelVersion:
     message = model_pb2.ModelVersion()
-    json_format.ParseDict(v.doc, message, ignore_unknown_fields=True)
-    if not full:
-        message.ClearField("model_card")
-    elif v.profile:
-        json_format.ParseDict(v.profile, message.reference_profile, ignore_unknown_fields=True)
+    message.ParseFromString(v.message)
+    if full:
+        message.model_card = v.model_card
+        if v.profile:
+            message.reference_profile.ParseFromString(v.profile)
     message.name = v.resource
     message.version = v.version
     message.status = _enum_value(model_pb2.ModelVersionStatus, v.status, "MODEL_VERSION_STATUS_")  # type: ignore[assignment]

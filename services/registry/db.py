@@ -21,6 +21,8 @@ from sqlalchemy.engine import Engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "keel_write"
 MIGRATION_LOCK = 0x6B65656C  # "keel"
+# The registry's own Alembic version table, so it can share a database with the monitor.
+VERSION_TABLE = "alembic_version_registry"
 T = TypeVar("T")
 
 
@@ -68,13 +70,19 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        # SQLite has one writer at a time: queue this process's writers here rather than
+        # in SQLite's busy handler, which sleeps up to 100 ms between retries.
+        self._write_turn = asyncio.Lock() if self.dialect == "sqlite" else None
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         with self._writer.begin() as connection:
             return work(connection)
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        return await asyncio.to_thread(self._transaction, work)
+        if self._write_turn is None:
+            return await asyncio.to_thread(self._transaction, work)
+        async with self._write_turn:
+            return await asyncio.to_thread(self._transaction, work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self._read, work)

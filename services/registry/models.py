@@ -256,11 +256,12 @@ class Models:
                 revision=1,
             )
             created.id = store.insert_version(created)
-            store.record(
-                Change("MODEL_VERSION_CREATED", created.resource, created.model, created), caller
-            )
-            store.record(
-                Change("MODEL_VERSION_READY", created.resource, created.model, created), caller
+            store.record_all(
+                [
+                    Change("MODEL_VERSION_CREATED", created.resource, created.model, created),
+                    Change("MODEL_VERSION_READY", created.resource, created.model, created),
+                ],
+                caller,
             )
             return created
 
@@ -328,13 +329,12 @@ class Models:
             before = require_version(store, model, number, lock=True)
             check_etag(before.resource, etag, before.revision)
             after = dataclasses.replace(before, revision=before.revision + 1, update_time=now_us())
-            after.doc = dict(before.doc)
             if "description" in paths:
                 after.description = patch.description
             if "tags" in paths:
                 after.tags = dict(patch.tags)
             if "model_card" in paths:
-                after.doc["model_card"] = patch.doc.get("model_card", "")
+                after.model_card = patch.model_card
             store.save_version(after)
             change = Change(
                 "MODEL_VERSION_UPDATED", after.resource, model, after, before, tuple(paths)

@@ -134,8 +134,11 @@ class VersionRecord:
     class_labels: tuple[str, ...] = ()
     code_revision: str = ""
     dataset_sha256: str = ""
-    doc: dict[str, Any] = field(default_factory=dict)
-    profile: dict[str, Any] = field(default_factory=dict)
+    model_card: str = ""
+    # What the registry stores and returns without reading: the version as registered
+    # (lineage, metrics, signature, …) and its reference profile, in their wire encoding.
+    message: bytes = b""
+    profile: bytes = b""
     aliases: tuple[str, ...] = ()
     revision: int = 1
     request_id: str = ""

@@ -12,7 +12,17 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row
 
 from services.registry import tables as t
@@ -49,6 +59,16 @@ ARTIFACTS = t.ArtifactRow.__table__  # type: ignore[attr-defined]
 CHANGES = t.ChangeRow.__table__  # type: ignore[attr-defined]
 COUNTERS = t.CounterRow.__table__  # type: ignore[attr-defined]
 METRIC_KINDS = ("metrics", "training_metrics", "cv_metrics")
+# Statements built once: building them per call is a large share of a write's CPU.
+_BUMP = (
+    update(COUNTERS)
+    .where(COUNTERS.c.name == "changes")
+    .values(value=COUNTERS.c.value + bindparam("step"))
+    .returning(COUNTERS.c.value)
+)
+_INSERT_CHANGE = insert(CHANGES)
+_INSERT_METRIC = insert(METRICS)
+_INSERT_TAG = insert(TAGS)
 
 
 def _model(row: Row[Any]) -> ModelRecord:
@@ -112,8 +132,9 @@ def _version(row: Row[Any], profile: bool) -> VersionRecord:
         artifact_time=doc.get("keel", {}).get("artifact_time", 0),
         code_revision=row.code_revision,
         dataset_sha256=row.dataset_sha256,
-        doc=doc.get("message", {}),
-        profile=(row.profile or {}) if profile else {},
+        model_card=doc.get("keel", {}).get("model_card", ""),
+        message=bytes(row.message or b""),
+        profile=bytes(row.profile or b"") if profile else b"",
         revision=row.revision,
         request_id=row.request_id,
         create_time=row.create_time,
@@ -134,7 +155,7 @@ def _version_doc(v: VersionRecord) -> dict[str, Any]:
         "artifact_format": v.artifact_format,
         "artifact_time": v.artifact_time,
     }
-    return {"keel": keel, "message": v.doc}
+    return {"keel": {**keel, "model_card": v.model_card}}
 
 
 def _deployment(row: Row[Any]) -> DeploymentRecord:
@@ -253,6 +274,7 @@ class Store:
                 revision=v.revision,
                 request_id=v.request_id,
                 doc=_version_doc(v),
+                message=v.message,
                 profile=v.profile,
                 create_time=v.create_time,
                 update_time=v.update_time,
@@ -275,10 +297,10 @@ class Store:
             for name, value in values.items()
         ]
         if metric_rows:
-            self.c.execute(insert(METRICS), metric_rows)
+            self.c.execute(_INSERT_METRIC, metric_rows)
         tag_rows = [{"version_id": version_id, "key": k, "value": val} for k, val in v.tags.items()]
         if tag_rows:
-            self.c.execute(insert(TAGS), tag_rows)
+            self.c.execute(_INSERT_TAG, tag_rows)
 
     def save_version(self, v: VersionRecord) -> None:
         assert v.id is not None
@@ -561,33 +583,35 @@ class Store:
     # changes ------------------------------------------------------------------------
     def record(self, change: Change, caller: Caller) -> int:
         """Append ``change`` with the next sequence number; returns the sequence."""
+        return self.record_all([change], caller)[-1]
+
+    def record_all(self, changes: Sequence[Change], caller: Caller) -> list[int]:
+        """Append ``changes`` with consecutive sequence numbers (one counter update)."""
         assert self._encode is not None, "a writing Store needs a change encoder"
-        sequence = int(
-            self.c.execute(
-                update(COUNTERS)
-                .where(COUNTERS.c.name == "changes")
-                .values(value=COUNTERS.c.value + 1)
-                .returning(COUNTERS.c.value)
-            ).one()[0]
-        )
-        payload, before = self._encode(change)
-        self.c.execute(
-            insert(CHANGES).values(
-                sequence=sequence,
-                type=change.type,
-                resource=change.resource,
-                model=change.model,
-                time=now_us(),
-                actor=caller.identity,
-                reason=change.reason,
-                trace_id=caller.trace_id,
-                payload=payload,
-                before=before,
-                changed_fields=",".join(change.changed_fields),
+        last = int(self.c.execute(_BUMP, {"step": len(changes)}).one()[0])
+        first = last - len(changes) + 1
+        now = now_us()
+        rows = []
+        for sequence, change in enumerate(changes, start=first):
+            payload, before = self._encode(change)
+            rows.append(
+                {
+                    "sequence": sequence,
+                    "type": change.type,
+                    "resource": change.resource,
+                    "model": change.model,
+                    "time": now,
+                    "actor": caller.identity,
+                    "reason": change.reason,
+                    "trace_id": caller.trace_id,
+                    "payload": payload,
+                    "before": before,
+                    "changed_fields": ",".join(change.changed_fields),
+                }
             )
-        )
-        self.last_sequence = sequence
-        return sequence
+        self.c.execute(_INSERT_CHANGE, rows)
+        self.last_sequence = last
+        return list(range(first, last + 1))
 
     def latest_sequence(self) -> int:
         row = self.c.execute(select(func.max(CHANGES.c.sequence))).one()

@@ -47,7 +47,8 @@ class VersionRow(SQLModel, table=True):
     revision: int = Field(default=1, sa_type=BigInteger)
     request_id: str = Field(default="", index=True)
     doc: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    profile: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    message: bytes = Field(default=b"", sa_type=LargeBinary)
+    profile: bytes = Field(default=b"", sa_type=LargeBinary)
     create_time: int = Field(sa_type=BigInteger)
     update_time: int = Field(sa_type=BigInteger)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from alembic import context
 
+from services.registry.db import VERSION_TABLE
 from services.registry.tables import METADATA
-
-VERSION_TABLE = "alembic_version_registry"
 
 connection = context.config.attributes["connection"]
 context.configure(

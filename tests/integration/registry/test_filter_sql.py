@@ -94,7 +94,13 @@ def fill(engine: Engine) -> None:
             insert(VERSIONS),
             [
                 dict(id=i, model=m, version=v, status=s, flavor=f, author=a, code_revision=c)
-                | dict(artifact_sha256="0" * 64, dataset_sha256=f"d{i}", doc={}, profile={})
+                | dict(
+                    artifact_sha256="0" * 64,
+                    dataset_sha256=f"d{i}",
+                    doc={},
+                    message=b"",
+                    profile=b"",
+                )
                 | dict(create_time=t, update_time=t)
                 for i, m, v, s, f, a, c, t in VERSION_ROWS
             ],

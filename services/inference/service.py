@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -30,10 +30,22 @@ OIP_SERVICE = open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceServi
 KEEL_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 
 
-@asynccontextmanager
-async def open_inference(
+def open_inference(
     settings: InferenceSettings, provider: TracerProvider, metrics: CollectorRegistry
+) -> AbstractAsyncContextManager[ServerDeps]:
+    return serving_stack(
+        settings, provider, metrics, PredictionLog(settings.prediction_log_capacity)
+    )
+
+
+@asynccontextmanager
+async def serving_stack(
+    settings: InferenceSettings,
+    provider: TracerProvider,
+    metrics: CollectorRegistry,
+    predictions: PredictionLog,
 ) -> AsyncIterator[ServerDeps]:
+    """The inference service's dependencies; ``predictions`` receives every answer."""
     executor = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
 
     def batcher(model: LoadedModel) -> Batcher:
@@ -61,7 +73,7 @@ async def open_inference(
     await server.start()
     stop = asyncio.Event()
     follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
-    servicer = InferenceServicer(server, PredictionLog(settings.prediction_log_capacity))
+    servicer = InferenceServicer(server, predictions)
     keel_servicer = KeelInferenceServicer(server)
     bindings = [
         ServiceBinding(

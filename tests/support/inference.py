@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from services.common.server import build_server
-from services.inference.service import open_inference
+from services.inference.predictions import PredictionLog
+from services.inference.service import serving_stack
 from services.inference.settings import InferenceSettings
 
 
@@ -25,6 +26,7 @@ class Inference:
 
     stub: oip_grpc.GRPCInferenceServiceAsyncStub
     address: str
+    predictions: PredictionLog
 
 
 @asynccontextmanager
@@ -36,12 +38,15 @@ async def running_inference(registry_port: int, data_dir: Path) -> AsyncIterator
         registry_address=f"127.0.0.1:{registry_port}",
         registry_retry_s=0.2,
     )
-    async with open_inference(settings, TracerProvider(), CollectorRegistry()) as deps:
+    predictions = PredictionLog()
+    async with serving_stack(settings, TracerProvider(), CollectorRegistry(), predictions) as deps:
         server, port = build_server(settings, tracer_provider=TracerProvider(), deps=deps)
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield Inference(oip_grpc.GRPCInferenceServiceStub(channel), f"127.0.0.1:{port}")
+                yield Inference(
+                    oip_grpc.GRPCInferenceServiceStub(channel), f"127.0.0.1:{port}", predictions
+                )
         finally:
             await server.stop(None)
 

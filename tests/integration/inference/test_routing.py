@@ -45,7 +45,7 @@ async def test_weighted_sticky_routes_and_shadows(tmp_path: Path) -> None:
             pb.CreateDeploymentRequest(deployment=deployment, deployment_id="churn-api")
         )
         async with running_inference(port, tmp_path / "inference") as served:
-            versions = Counter()
+            versions: Counter[str] = Counter()
             for i in range(60):
                 reply = await served.stub.ModelInfer(sticky_request(f"customer-{i}"))
                 versions[reply.model_version] += 1

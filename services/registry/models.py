@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from services.common.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from services.registry import filter_sql
+from services.registry.artifacts import check_sha256
 from services.registry.core import (
     Core,
     Cursor,
@@ -214,6 +215,7 @@ class Models:
             raise invalid("model_version.signature.inputs", "expected at least one input feature")
         if len(version.request_id) > 64:
             raise invalid("request_id", "expected at most 64 characters")
+        check_sha256(version.sha256, "model_version.artifact.sha256")
         names = [feature.name for feature in version.inputs]
         if len(set(names)) != len(names):
             raise invalid("model_version.signature.inputs", "feature names must be unique")

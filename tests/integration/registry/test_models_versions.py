@@ -196,3 +196,19 @@ async def test_archive_and_delete_are_refused_while_referenced(registry: Client)
         )
     )
     assert gone.code() == grpc.StatusCode.NOT_FOUND  # the unreferenced artifact was collected
+
+
+async def test_a_malformed_artifact_digest_is_invalid_argument(registry: Client) -> None:
+    await registry.create_model("churn")
+    version = model_pb2.ModelVersion(
+        flavor=model_pb2.FLAVOR_XGBOOST,
+        artifact=model_pb2.Artifact(sha256="not-a-digest"),
+        signature=xgboost_signature(),
+    )
+    refused = await rpc_error(
+        registry.stub.CreateModelVersion(
+            pb.CreateModelVersionRequest(parent="models/churn", model_version=version)
+        )
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "model_version.artifact.sha256" in (refused.details() or "")

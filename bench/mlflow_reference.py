@@ -1,6 +1,6 @@
 """MLflow's timings on this machine, printed beside Keel's as the reference figure.
 
-Source: research notes on model registries (``/work/shared/reference/registry.md``),
+Source: research notes on model registries (``shared/reference/registry.md`` beside the repository),
 section 1.7 "Timing anchor (MLflow 3.17.2, SQLite, 2 vCPU Xeon @2.5 GHz, same machine)":
 ``mlflow server`` (uvicorn, 4 workers) on SQLite, driven by MLflow's Python client.
 Copied here, not re-run; a figure the notes do not have is None.

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from opentelemetry.instrumentation.grpc import filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 from prometheus_client import CollectorRegistry, start_http_server
 
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -28,16 +28,37 @@ INFRASTRUCTURE_SERVICES = (
 
 
 def traced_calls() -> Callable[[grpc.HandlerCallDetails], bool]:
-    """The filter OpenTelemetry's interceptors take: every call but infrastructure ones."""
-    return filters.negate(
-        filters.any_of(*(filters.service_name(name) for name in INFRASTRUCTURE_SERVICES))
-    )
+    """The filter OpenTelemetry's interceptors take: every call but infrastructure ones.
+
+    A set lookup on the method path: the library's composed filters cost several percent
+    of a small call (a Protocol isinstance check per call)."""
+    skipped = frozenset(INFRASTRUCTURE_SERVICES)
+
+    def traced(details: grpc.HandlerCallDetails) -> bool:
+        method = details.method
+        return method[1 : method.rfind("/")] not in skipped
+
+    return traced
+
+
+def sampler_from_environment() -> Sampler | None:
+    """Without an exporter nothing would read the spans: record only what a caller's
+    sampled ``traceparent`` asks for (trace ids still propagate). ``OTEL_TRACES_SAMPLER``
+    or an OTLP endpoint restore the SDK's default (always on)."""
+    if os.environ.get("OTEL_TRACES_SAMPLER") or any(
+        os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES
+    ):
+        return None
+    return ParentBased(ALWAYS_OFF)
 
 
 def tracer_provider(service_name: str) -> TracerProvider:
     """A provider naming ``service_name``; it exports by OTLP when the standard
     ``OTEL_EXPORTER_OTLP_*ENDPOINT`` variable is set, and records nothing otherwise."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=sampler_from_environment(),
+    )
     if any(os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

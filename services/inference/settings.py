@@ -15,7 +15,11 @@ class InferenceSettings(ServerSettings):
     metrics_port: int | None = Field(default=9102, ge=0, le=65535)
     registry_address: str = Field(default="127.0.0.1:50051", description="host:port.")
     monitor_address: str = Field(default="127.0.0.1:50053", description="host:port.")
-    max_batch_rows: int = Field(default=64, ge=1, description="Rows per coalesced model call.")
+    max_batch_rows: int = Field(
+        default=1024,
+        ge=1,
+        description="Rows per coalesced model call (a larger request runs alone).",
+    )
     max_batch_delay_s: float = Field(
         default=0.0005, ge=0, description="Longest wait for more requests to batch with."
     )

@@ -73,8 +73,18 @@ test: lint $(TEST_SETUP)
 run: $(VENV)/.installed
 	$(BIN)/keel up --demo
 
-bench: $(VENV)/.installed
+# MLServer, the peer the inference benchmark compares with, pins protobuf < 7: its own venv.
+BENCH_VENV := .bench
+$(BENCH_VENV)/.installed: Makefile
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet mlserver==1.7.1 uvloop==0.21.0 \
+		xgboost-cpu==3.2.0 scikit-learn==1.9.1
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps mlserver-xgboost==1.7.1
+	touch $@
+
+bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(COMPAT) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(COMPAT) $(BENCH_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,16 +3,18 @@ floor`` or ``python -m bench registry`` runs one.
 
 - floor: the plumbing floor, Keel's server stack against a bare grpc.aio server.
 - registry: the registry service on SQLite and PostgreSQL against its goals and MLflow.
+- inference: Keel's inference service against MLServer (default and best configuration,
+  from .bench/) and a trivial grpc.aio floor, one 100-tree XGBoost model.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench import floor, registry
+from bench import floor, inference, registry
 from bench.stats import machine_note
 
-BENCHMARKS = ("floor", "registry")
+BENCHMARKS = ("floor", "registry", "inference")
 
 
 def main() -> None:
@@ -42,6 +44,8 @@ def main() -> None:
         )
     if "registry" in chosen:
         registry.run(args.runs or (1 if args.quick else registry.DEFAULT_RUNS), args.quick)
+    if "inference" in chosen:
+        inference.main([f"--runs={args.runs or 1}", *(["--quick"] if args.quick else [])])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,12 @@ from services.common.errors import (
     OutOfRange,
     ResourceExhausted,
 )
-from services.registry.safe_load import ModelInspection, inspect_artifact
+from services.registry.safe_load import (
+    ArtifactFormat,
+    ModelInspection,
+    accepted_format,
+    inspect_artifact,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,10 @@ class StoredArtifact:
     sha256: str
     size_bytes: int
     created: bool
-    inspection: ModelInspection
+    format: ArtifactFormat
+    # None for XGBoost files: parsing a large one costs seconds, so it is loaded (safely)
+    # when a version first registers it, not while the upload is acknowledged.
+    inspection: ModelInspection | None
 
 
 def check_sha256(sha256: object, field: str = "sha256") -> str:
@@ -91,7 +99,11 @@ class ArtifactStore:
     async def put(
         self, expected_sha256: str, expected_size: int, chunks: AsyncIterator[bytes]
     ) -> StoredArtifact:
-        """Store the streamed bytes if they match the header and load safely."""
+        """Store the streamed bytes if they match the header and their format is accepted.
+
+        Pickles and anything unrecognised are refused here and never loaded; skops files
+        are inspected here (untrusted types refused); XGBoost files are loaded when a
+        version first registers them (``inspection`` None)."""
         check_sha256(expected_sha256)
         self._check_size(expected_size)
         tmp = f"{self._root}/tmp/{uuid.uuid4().hex}"
@@ -101,15 +113,20 @@ class ArtifactStore:
             sha256, size = await self._receive(handle, chunks, expected_size)
             await asyncio.to_thread(handle.close)
             _check_received(expected_sha256, expected_size, sha256, size)
-            data = await asyncio.to_thread(self._read_bytes, tmp)
-            inspection = await asyncio.to_thread(inspect_artifact, data)
-            del data
+            head = await asyncio.to_thread(self._read_head, tmp)
+            fmt = accepted_format(head)
+            inspection = None
+            if fmt is None or fmt == ArtifactFormat.SKOPS:
+                data = await asyncio.to_thread(self._read_bytes, tmp)
+                inspection = await asyncio.to_thread(inspect_artifact, data)
+                fmt = inspection.format
+                del data
             created = await asyncio.to_thread(self._commit, tmp, self.path(sha256))
             done = True
         finally:
             if not done:
                 self._discard(handle, tmp)
-        return StoredArtifact(sha256, size, created, inspection)
+        return StoredArtifact(sha256, size, created, fmt, inspection)
 
     async def read(
         self, sha256: str, offset: int = 0, chunk_size: int = 1 << 20
@@ -219,6 +236,10 @@ class ArtifactStore:
         handle: IO[bytes] = self._fs.open(path, "rb")
         handle.seek(offset)
         return handle
+
+    def _read_head(self, path: str) -> bytes:
+        with self._fs.open(path, "rb") as handle:
+            return bytes(handle.read(64))
 
     def _read_bytes(self, path: str) -> bytes:
         with self._fs.open(path, "rb") as handle:

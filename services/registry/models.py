@@ -34,6 +34,7 @@ from services.registry.records import (
 )
 from services.registry.safe_load import ModelInspection, check_signature
 from services.registry.store import VERSIONS, Store
+from services.registry.uploads import Uploads
 
 TASKS = ("BINARY_CLASSIFICATION", "MULTICLASS_CLASSIFICATION", "REGRESSION")
 MODEL_PATHS = ("description", "owner_team", "objectives", "tags", "promotion_policy")
@@ -74,6 +75,7 @@ def check_etag(resource: str, etag: str, revision: int) -> None:
 class Models:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.uploads = Uploads(core)
 
     # models -------------------------------------------------------------------------
     async def create_model(self, model: ModelRecord, caller: Caller) -> ModelRecord:
@@ -219,6 +221,9 @@ class Models:
         names = [feature.name for feature in version.inputs]
         if len(set(names)) != len(names):
             raise invalid("model_version.signature.inputs", "feature names must be unique")
+
+        # An XGBoost file is loaded (safely) at its first registration, outside the lock.
+        await self.uploads.inspected(version.sha256)
 
         def work(store: Store) -> VersionRecord:
             model = require_model(store, version.model, lock=True)

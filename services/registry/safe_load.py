@@ -92,6 +92,21 @@ class ModelInspection:
     model_type: str
 
 
+def accepted_format(head: bytes) -> ArtifactFormat | None:
+    """The accepted format the first bytes of a file announce, or None. Only a claim:
+    ``inspect_artifact`` proves it (and refuses what it is not)."""
+    if head.startswith(b"PK\x03\x04"):
+        return ArtifactFormat.SKOPS
+    start = head[:16].lstrip()
+    if start.startswith(b"{"):
+        after = start[1:].lstrip()[:1]
+        if after in (b'"', b"}"):
+            return ArtifactFormat.XGBOOST_JSON
+        if after in (b"i", b"U", b"I", b"l", b"L", b"$", b"#"):
+            return ArtifactFormat.XGBOOST_UBJSON
+    return None
+
+
 def inspect_artifact(
     data: bytes, trusted_types: frozenset[str] = DEFAULT_TRUSTED_TYPES
 ) -> ModelInspection:

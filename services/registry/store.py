@@ -388,6 +388,11 @@ class Store:
         if self.get_artifact(artifact.sha256) is None:
             self.c.execute(insert(ARTIFACTS).values(**dataclasses.asdict(artifact)))
 
+    def set_inspection(self, sha256: str, inspection: dict[str, Any]) -> None:
+        self.c.execute(
+            update(ARTIFACTS).where(ARTIFACTS.c.sha256 == sha256).values(inspection=inspection)
+        )
+
     def unreferenced_artifacts(self) -> list[str]:
         used = select(VERSIONS.c.artifact_sha256)
         rows = self.c.execute(select(ARTIFACTS.c.sha256).where(ARTIFACTS.c.sha256.not_in(used)))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
-from services.common.errors import NotFound
+from services.common.errors import DataLoss, InvalidArgument, NotFound
 from services.registry.artifacts import check_sha256
 from services.registry.core import Core
 from services.registry.records import ArtifactRecord, now_us
+from services.registry.safe_load import ModelInspection, inspect_artifact
 from services.registry.store import Store
 
 
@@ -22,12 +26,9 @@ class Uploads:
         """Store the bytes after checking digest, size and format; True when they were new."""
         check_sha256(sha256, "header.sha256")
         stored = await self.core.artifacts.put(sha256, size, chunks)
-        inspection = {
-            key: (list(value) if isinstance(value, tuple) else value)
-            for key, value in dataclasses.asdict(stored.inspection).items()
-        }
+        inspection = _as_dict(stored.inspection) if stored.inspection else {}
         record = ArtifactRecord(
-            stored.sha256, stored.size_bytes, str(stored.inspection.format), inspection, now_us()
+            stored.sha256, stored.size_bytes, str(stored.format), inspection, now_us()
         )
 
         def work(store: Store) -> tuple[ArtifactRecord, bool]:
@@ -39,6 +40,25 @@ class Uploads:
 
         saved, created = await self.core.db.write(lambda c: work(Store(c)))
         return saved, created and stored.created
+
+    async def inspected(self, sha256: str) -> ArtifactRecord | None:
+        """The artifact, loaded safely once if it was not yet (XGBoost files are loaded at
+        their first registration); None when it is not uploaded. An artifact that fails
+        the load is refused and removed, since no version can use it."""
+        found = await self.core.read(lambda store: store.get_artifact(sha256))
+        if found is None or found.inspection:
+            return found
+        data = await self.core.artifacts.read_all(sha256)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise DataLoss(f"artifact 'artifacts/{sha256}': stored bytes no longer match")
+        try:
+            inspection = _as_dict(await asyncio.to_thread(inspect_artifact, data))
+        except InvalidArgument:
+            await self.core.db.write(lambda c: Store(c).delete_artifact(sha256))
+            self.core.artifacts.delete(sha256)
+            raise
+        await self.core.db.write(lambda c: Store(c).set_inspection(sha256, inspection))
+        return dataclasses.replace(found, inspection=inspection)
 
     async def get(self, sha256: str) -> ArtifactRecord:
         check_sha256(sha256, "name")
@@ -52,3 +72,10 @@ class Uploads:
     ) -> tuple[ArtifactRecord, AsyncIterator[bytes]]:
         record = await self.get(sha256)
         return record, self.core.artifacts.read(sha256, offset)
+
+
+def _as_dict(inspection: ModelInspection) -> dict[str, Any]:
+    return {
+        key: (list(value) if isinstance(value, tuple) else value)
+        for key, value in dataclasses.asdict(inspection).items()
+    }

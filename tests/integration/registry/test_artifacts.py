@@ -105,3 +105,36 @@ async def test_artifacts_on_an_fsspec_memory_filesystem(tmp_path: Path) -> None:
             if r.WhichOneof("content") == "chunk"
         ]
         assert b"".join(chunks) == artifact.data
+
+
+async def test_a_broken_xgboost_file_is_refused_at_registration_and_removed(
+    registry: Client,
+) -> None:
+    from keel.registry.v1 import model_pb2
+    from tests.support.registry import signature
+
+    truncated = xgboost_artifact().data[:-40]
+    sha256 = hashlib.sha256(truncated).hexdigest()
+    stored = await registry.stub.UploadArtifact(upload_requests(truncated))
+    assert stored.artifact.format == model_pb2.ARTIFACT_FORMAT_XGBOOST_UBJSON  # loaded later
+    await registry.create_model("churn")
+    version = model_pb2.ModelVersion(
+        flavor=model_pb2.FLAVOR_XGBOOST,
+        artifact=model_pb2.Artifact(sha256=sha256),
+        signature=signature(("f0", "f1", "f2", "f3")),
+    )
+    refused = await rpc_error(
+        registry.stub.CreateModelVersion(
+            pb.CreateModelVersionRequest(parent="models/churn", model_version=version)
+        )
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Traceback" not in (refused.details() or "")
+    gone = await rpc_error(
+        registry.stub.GetArtifact(pb.GetArtifactRequest(name=f"artifacts/{sha256}"))
+    )
+    assert gone.code() == grpc.StatusCode.NOT_FOUND
+    listed = await registry.stub.ListModelVersions(
+        pb.ListModelVersionsRequest(parent="models/churn")
+    )
+    assert list(listed.model_versions) == []

@@ -79,7 +79,7 @@ async def collect(chunks: AsyncIterator[bytes]) -> bytes:
     return b"".join([chunk async for chunk in chunks])
 
 
-async def test_upload_stores_content_addressed_and_inspected(
+async def test_upload_stores_content_addressed_and_defers_the_xgboost_load(
     store: ArtifactStore, root: str, model_bytes: bytes
 ) -> None:
     sha = digest(model_bytes)
@@ -87,8 +87,8 @@ async def test_upload_stores_content_addressed_and_inspected(
     stored = await store.put(sha, len(model_bytes), aiter(Chunks(model_bytes)))
 
     assert (stored.sha256, stored.size_bytes, stored.created) == (sha, len(model_bytes), True)
-    assert stored.inspection.format is ArtifactFormat.XGBOOST_JSON
-    assert stored.inspection.n_features == 4
+    assert stored.format is ArtifactFormat.XGBOOST_JSON
+    assert stored.inspection is None  # loaded at the first registration, not here
     assert stored_files(root) == [f"/sha256/{sha[:2]}/{sha[2:]}"]
     assert store.exists(sha) and store.size(sha) == len(model_bytes)
     assert await store.read_all(sha) == model_bytes
@@ -119,7 +119,7 @@ async def test_the_same_bytes_twice_are_stored_once(
     again = await store.put(sha, len(model_bytes), aiter(Chunks(model_bytes, size=4096)))
 
     assert again.created is False
-    assert again.inspection.format is ArtifactFormat.XGBOOST_JSON
+    assert again.format is ArtifactFormat.XGBOOST_JSON
     assert stored_files(root) == [f"/sha256/{sha[:2]}/{sha[2:]}"]
 
 

@@ -15,10 +15,13 @@ from services.registry.records import ArtifactRecord, now_us
 from services.registry.safe_load import ModelInspection, inspect_artifact
 from services.registry.store import Store
 
+INSPECTED_MEMORY = 100_000  # digests remembered as inspected (cleared when full)
+
 
 class Uploads:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self._inspected: set[str] = set()
 
     async def upload(
         self, sha256: str, size: int, chunks: AsyncIterator[bytes]
@@ -42,11 +45,17 @@ class Uploads:
         return saved, created and stored.created
 
     async def inspected(self, sha256: str) -> ArtifactRecord | None:
-        """The artifact, loaded safely once if it was not yet (XGBoost files are loaded at
-        their first registration); None when it is not uploaded. An artifact that fails
-        the load is refused and removed, since no version can use it."""
+        """Make sure the artifact was loaded safely once (XGBoost files are loaded at their
+        first registration); returns it when this call read it, None when it is not
+        uploaded or known inspected. An artifact that fails the load is refused and
+        removed, since no version can use it."""
+        if sha256 in self._inspected:  # inspections never change once made
+            return None
         found = await self.core.read(lambda store: store.get_artifact(sha256))
-        if found is None or found.inspection:
+        if found is None:
+            return None
+        if found.inspection:
+            self._remember(sha256)
             return found
         data = await self.core.artifacts.read_all(sha256)
         if hashlib.sha256(data).hexdigest() != sha256:
@@ -58,7 +67,13 @@ class Uploads:
             self.core.artifacts.delete(sha256)
             raise
         await self.core.db.write(lambda c: Store(c).set_inspection(sha256, inspection))
+        self._remember(sha256)
         return dataclasses.replace(found, inspection=inspection)
+
+    def _remember(self, sha256: str) -> None:
+        if len(self._inspected) >= INSPECTED_MEMORY:
+            self._inspected.clear()
+        self._inspected.add(sha256)
 
     async def get(self, sha256: str) -> ArtifactRecord:
         check_sha256(sha256, "name")

@@ -67,6 +67,16 @@ _BUMP = (
     .returning(COUNTERS.c.value)
 )
 _INSERT_CHANGE = insert(CHANGES)
+_SELECT_MODEL = select(MODELS).where(MODELS.c.name == bindparam("model_name"))
+_LOCK_MODEL = _SELECT_MODEL.with_for_update()
+_NEXT_VERSION = (
+    update(MODELS)
+    .where(MODELS.c.name == bindparam("model_name"))
+    .values(latest_version=MODELS.c.latest_version + 1)
+    .returning(MODELS.c.latest_version)
+)
+_INSERT_VERSION = insert(VERSIONS).returning(VERSIONS.c.id)
+_SELECT_ARTIFACT = select(ARTIFACTS).where(ARTIFACTS.c.sha256 == bindparam("sha"))
 _INSERT_METRIC = insert(METRICS)
 _INSERT_TAG = insert(TAGS)
 
@@ -195,10 +205,7 @@ class Store:
 
     # models -------------------------------------------------------------------------
     def get_model(self, name: str, *, lock: bool = False) -> ModelRecord | None:
-        query = select(MODELS).where(MODELS.c.name == name)
-        if lock:
-            query = query.with_for_update()
-        row = self.c.execute(query).first()
+        row = self.c.execute(_LOCK_MODEL if lock else _SELECT_MODEL, {"model_name": name}).first()
         return _model(row) if row else None
 
     def insert_model(self, model: ModelRecord) -> None:
@@ -232,13 +239,7 @@ class Store:
 
     def next_version(self, model: str) -> int:
         """Take the next version number of ``model`` (locks the model row)."""
-        row = self.c.execute(
-            update(MODELS)
-            .where(MODELS.c.name == model)
-            .values(latest_version=MODELS.c.latest_version + 1)
-            .returning(MODELS.c.latest_version)
-        ).one()
-        return int(row[0])
+        return int(self.c.execute(_NEXT_VERSION, {"model_name": model}).one()[0])
 
     def list_models(
         self, where: ColumnElement[bool] | None, after: str, limit: int
@@ -259,28 +260,25 @@ class Store:
 
     # versions -----------------------------------------------------------------------
     def insert_version(self, v: VersionRecord) -> int:
-        row = self.c.execute(
-            insert(VERSIONS)
-            .values(
-                model=v.model,
-                version=v.version,
-                status=v.status,
-                status_message=v.status_message,
-                flavor=v.flavor,
-                artifact_sha256=v.sha256,
-                author=v.author,
-                code_revision=v.code_revision,
-                dataset_sha256=v.dataset_sha256,
-                revision=v.revision,
-                request_id=v.request_id,
-                doc=_version_doc(v),
-                message=v.message,
-                profile=v.profile,
-                create_time=v.create_time,
-                update_time=v.update_time,
-            )
-            .returning(VERSIONS.c.id)
-        ).one()
+        values = {
+            "model": v.model,
+            "version": v.version,
+            "status": v.status,
+            "status_message": v.status_message,
+            "flavor": v.flavor,
+            "artifact_sha256": v.sha256,
+            "author": v.author,
+            "code_revision": v.code_revision,
+            "dataset_sha256": v.dataset_sha256,
+            "revision": v.revision,
+            "request_id": v.request_id,
+            "doc": _version_doc(v),
+            "message": v.message,
+            "profile": v.profile,
+            "create_time": v.create_time,
+            "update_time": v.update_time,
+        }
+        row = self.c.execute(_INSERT_VERSION, values).one()
         version_id = int(row[0])
         self._index_version(version_id, v, fresh=True)
         return version_id
@@ -377,7 +375,7 @@ class Store:
 
     # artifacts ----------------------------------------------------------------------
     def get_artifact(self, sha256: str) -> ArtifactRecord | None:
-        row = self.c.execute(select(ARTIFACTS).where(ARTIFACTS.c.sha256 == sha256)).first()
+        row = self.c.execute(_SELECT_ARTIFACT, {"sha": sha256}).first()
         if row is None:
             return None
         return ArtifactRecord(

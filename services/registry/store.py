@@ -77,6 +77,18 @@ _NEXT_VERSION = (
 )
 _INSERT_VERSION = insert(VERSIONS).returning(VERSIONS.c.id)
 _SELECT_ARTIFACT = select(ARTIFACTS).where(ARTIFACTS.c.sha256 == bindparam("sha"))
+_SELECT_VERSION = select(VERSIONS).where(
+    VERSIONS.c.model == bindparam("model_name"), VERSIONS.c.version == bindparam("number")
+)
+_LOCK_VERSION = _SELECT_VERSION.with_for_update()
+_SELECT_ALIAS = select(ALIASES).where(
+    ALIASES.c.model == bindparam("model_name"), ALIASES.c.alias == bindparam("alias_name")
+)
+_ALIASES_OF_VERSION = (
+    select(ALIASES.c.alias)
+    .where(ALIASES.c.model == bindparam("model_name"), ALIASES.c.version == bindparam("number"))
+    .order_by(ALIASES.c.alias)
+)
 _INSERT_METRIC = insert(METRICS)
 _INSERT_TAG = insert(TAGS)
 
@@ -318,10 +330,8 @@ class Store:
     def get_version(
         self, model: str, version: int, *, profile: bool = True, lock: bool = False
     ) -> VersionRecord | None:
-        query = select(VERSIONS).where(VERSIONS.c.model == model, VERSIONS.c.version == version)
-        if lock:
-            query = query.with_for_update()
-        row = self.c.execute(query).first()
+        statement = _LOCK_VERSION if lock else _SELECT_VERSION
+        row = self.c.execute(statement, {"model_name": model, "number": version}).first()
         if row is None:
             return None
         record = _version(row, profile)
@@ -401,9 +411,7 @@ class Store:
 
     # aliases ------------------------------------------------------------------------
     def get_alias(self, model: str, alias: str) -> AliasRecord | None:
-        row = self.c.execute(
-            select(ALIASES).where(ALIASES.c.model == model, ALIASES.c.alias == alias)
-        ).first()
+        row = self.c.execute(_SELECT_ALIAS, {"model_name": model, "alias_name": alias}).first()
         if row is None:
             return None
         return AliasRecord(
@@ -418,10 +426,12 @@ class Store:
         )
 
     def aliases_of(self, model: str, version: int | None = None) -> list[str]:
-        query = select(ALIASES.c.alias).where(ALIASES.c.model == model)
         if version is not None:
-            query = query.where(ALIASES.c.version == version)
-        return [row[0] for row in self.c.execute(query.order_by(ALIASES.c.alias))]
+            rows = self.c.execute(_ALIASES_OF_VERSION, {"model_name": model, "number": version})
+        else:
+            query = select(ALIASES.c.alias).where(ALIASES.c.model == model)
+            rows = self.c.execute(query.order_by(ALIASES.c.alias))
+        return [row[0] for row in rows]
 
     def list_aliases(self, model: str, after: str, limit: int) -> list[AliasRecord]:
         rows = self.c.execute(

@@ -23,7 +23,7 @@ from bench.registry_load import CHANNEL_OPTIONS
 from bench.registry_phases import Plan, RunFigures, Session
 from bench.registry_report import report
 from bench.registry_server import Running, admin_url, postgres_unreachable, registry
-from services.registry.safe_load import inspect_artifact
+from services.common.safe_load import inspect_artifact
 
 DEFAULT_RUNS = 1
 LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}

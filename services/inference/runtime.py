@@ -27,6 +27,15 @@ import numpy.typing as npt
 import xgboost
 
 from services.common.errors import DataLoss, InvalidArgument
+from services.common.safe_load import (
+    DEFAULT_TRUSTED_TYPES,
+    Flavor,
+    ModelInspection,
+    UnsafeArtifact,
+    check_signature,
+    check_tree_structures,
+    inspect_artifact,
+)
 from services.inference.explain import (
     Explanation,
     FloatArray,
@@ -36,15 +45,6 @@ from services.inference.explain import (
     unexplainable,
 )
 from services.inference.records import Features, ModelSignature, Outputs
-from services.registry.safe_load import (
-    DEFAULT_TRUSTED_TYPES,
-    Flavor,
-    ModelInspection,
-    UnsafeArtifact,
-    check_signature,
-    check_tree_structures,
-    inspect_artifact,
-)
 
 __all__ = ["Explanation", "LoadedModel", "load_model"]
 

@@ -28,7 +28,7 @@ from services.common.errors import (
     OutOfRange,
     ResourceExhausted,
 )
-from services.registry.safe_load import (
+from services.common.safe_load import (
     ArtifactFormat,
     ModelInspection,
     accepted_format,

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from services.common.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from services.common.safe_load import ModelInspection, check_signature
 from services.registry import filter_sql
 from services.registry.artifacts import check_sha256
 from services.registry.core import (
@@ -32,7 +33,6 @@ from services.registry.records import (
     VersionRecord,
     now_us,
 )
-from services.registry.safe_load import ModelInspection, check_signature
 from services.registry.store import VERSIONS, Store
 from services.registry.uploads import Uploads
 

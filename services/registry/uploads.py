@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.common.errors import DataLoss, InvalidArgument, NotFound
+from services.common.safe_load import ModelInspection, inspect_artifact
 from services.registry.artifacts import check_sha256
 from services.registry.core import Core
 from services.registry.records import ArtifactRecord, now_us
-from services.registry.safe_load import ModelInspection, inspect_artifact
 from services.registry.store import Store
 
 INSPECTED_MEMORY = 100_000  # digests remembered as inspected (cleared when full)

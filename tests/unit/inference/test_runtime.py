@@ -22,9 +22,9 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from sklearn.svm import LinearSVC
 
 from services.common.errors import DataLoss, InvalidArgument, Unimplemented
+from services.common.safe_load import UnsafeArtifact
 from services.inference.records import Features, FeatureSpec, ModelSignature, Task
 from services.inference.runtime import LoadedModel, load_model
-from services.registry.safe_load import UnsafeArtifact
 
 pd: Any = pytest.importorskip("pandas")  # optional for the runtime; dev dependency here
 

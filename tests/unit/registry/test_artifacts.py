@@ -15,13 +15,13 @@ import pytest
 import xgboost
 
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.common.safe_load import ArtifactFormat, UnsafeArtifact
 from services.registry import artifacts
 from services.registry.artifacts import (
     ArtifactCorrupted,
     ArtifactStore,
     OffsetOutOfRange,
 )
-from services.registry.safe_load import ArtifactFormat, UnsafeArtifact
 
 LIMIT = 1 << 20
 

@@ -28,7 +28,7 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.tree._tree import Tree
 
 from services.common.errors import InvalidArgument
-from services.registry.safe_load import (
+from services.common.safe_load import (
     ArtifactFormat,
     CorruptArtifact,
     Flavor,

@@ -62,13 +62,25 @@ def _rewrap(handler: Handler, method: str, wrap: Wrap) -> Handler:
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps each method's handler once and reuses the wrapper for every later call to
+    that method (the inner handler is the same object each time)."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
     async def intercept_service(  # type: ignore[override]  # None: no such method
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return _rewrap(handler, handler_call_details.method, self.wrap)
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _rewrap(handler, method, self.wrap)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def wrap(self, behavior: Behavior, method: str) -> Behavior:
         raise NotImplementedError
@@ -78,6 +90,7 @@ class ErrorInterceptor(_Interceptor):
     """Turns domain errors into statuses with details and anything else into INTERNAL."""
 
     def __init__(self, table: StatusTable = STATUS_TABLE) -> None:
+        super().__init__()
         self._table = table
 
     async def _abort(self, error: Exception, context: Context, method: str) -> None:
@@ -154,6 +167,7 @@ class MetricsInterceptor(_Interceptor):
     """Counts and times every call with its final status code."""
 
     def __init__(self, metrics: RpcMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
 
     def wrap(self, behavior: Behavior, method: str) -> Behavior:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "keel_write"
+GROUP_LIMIT = 64  # units of work committed together at most (SQLite)
 MIGRATION_LOCK = 0x6B65656C  # "keel"
 # The registry's own Alembic version table, so it can share a database with the monitor.
 VERSION_TABLE = "alembic_version_registry"
@@ -64,25 +65,60 @@ def upgrade(engine: Engine) -> None:
 
 
 class Database:
-    """Runs units of work (functions of a connection) in a transaction, off the loop."""
+    """Runs units of work (functions of a connection) in a transaction, off the loop.
+
+    On SQLite, which has one writer at a time, this process's writers queue here (rather
+    than in SQLite's busy handler, which sleeps up to 100 ms between retries) and are
+    committed in groups: the units waiting when the writer is free run in one
+    transaction, each inside its own savepoint, so a unit that fails is rolled back
+    alone and the group pays for one commit and one thread hand-off.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
-        # SQLite has one writer at a time: queue this process's writers here rather than
-        # in SQLite's busy handler, which sleeps up to 100 ms between retries.
-        self._write_turn = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         with self._writer.begin() as connection:
             return work(connection)
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        if self._write_turn is None:
+        if self.dialect != "sqlite":
             return await asyncio.to_thread(self._transaction, work)
-        async with self._write_turn:
-            return await asyncio.to_thread(self._transaction, work)
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, done))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await done
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending[:GROUP_LIMIT], self._pending[GROUP_LIMIT:]
+            outcomes = await asyncio.to_thread(self._group, [work for work, _ in group])
+            for (_, done), (ok, value) in zip(group, outcomes, strict=True):
+                if done.cancelled():
+                    continue
+                if ok:
+                    done.set_result(value)
+                else:
+                    done.set_exception(value)
+
+    def _group(self, works: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self._writer.begin() as connection:
+                for work in works:
+                    try:
+                        with connection.begin_nested():
+                            outcomes.append((True, work(connection)))
+                    except Exception as error:  # noqa: BLE001 - handed to that unit's caller
+                        outcomes.append((False, error))
+        except Exception as error:  # noqa: BLE001 - the commit failed: every unit failed
+            return [(False, error)] * len(works)
+        return outcomes
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self._read, work)

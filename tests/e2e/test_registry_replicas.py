@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from keel.registry.v1 import event_pb2
 from keel.registry.v1 import registry_pb2 as pb
@@ -136,7 +137,9 @@ async def check(
     )
     assert len(audit.entries) == len(moves)
     events: list[event_pb2.Event] = []
-    async for item in client.stub.WatchEvents(pb.WatchEventsRequest(after_sequence=0)):
+    async for item in client.stub.WatchEvents(
+        pb.WatchEventsRequest(after_sequence=0, heartbeat_interval=duration_pb2.Duration(seconds=1))
+    ):
         if item.WhichOneof("kind") == "event":
             events.append(item.event)
         elif events and item.heartbeat.latest_sequence == events[-1].sequence:

@@ -226,13 +226,19 @@ class Models:
         await self.uploads.inspected(version.sha256)
 
         def work(store: Store) -> VersionRecord:
-            model = require_model(store, version.model, lock=True)
-            if model.state == "ARCHIVED":
-                raise FailedPrecondition(f"model '{model.resource}' is archived")
-            if version.request_id:
+            if version.request_id:  # a retry returns the first registration, no new number
+                require_model(store, version.model, lock=True)
                 earlier = store.version_by_request(version.model, version.request_id)
                 if earlier is not None:
                     return earlier
+            # Lock the model and take the number in one statement; any refusal below rolls
+            # the number back with the rest, so numbers stay dense.
+            taken = store.take_version_number(version.model)
+            if taken is None:
+                raise NotFound(f"model 'models/{version.model}' not found")
+            model, number = taken
+            if model.state == "ARCHIVED":
+                raise FailedPrecondition(f"model '{model.resource}' is archived")
             artifact = store.get_artifact(version.sha256)
             if artifact is None:
                 raise FailedPrecondition(
@@ -248,7 +254,6 @@ class Models:
                 )
             check_signature(artifact_inspection(inspected), names)
             now = now_us()
-            number = store.next_version(version.model)
             created = dataclasses.replace(
                 version,
                 artifact_size=artifact.size_bytes,

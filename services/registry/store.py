@@ -69,13 +69,13 @@ _BUMP = (
 _INSERT_CHANGE = insert(CHANGES)
 _SELECT_MODEL = select(MODELS).where(MODELS.c.name == bindparam("model_name"))
 _LOCK_MODEL = _SELECT_MODEL.with_for_update()
-_NEXT_VERSION = (
+_INSERT_VERSION = insert(VERSIONS).returning(VERSIONS.c.id)
+_TAKE_NUMBER = (
     update(MODELS)
     .where(MODELS.c.name == bindparam("model_name"))
     .values(latest_version=MODELS.c.latest_version + 1)
-    .returning(MODELS.c.latest_version)
+    .returning(*MODELS.c)
 )
-_INSERT_VERSION = insert(VERSIONS).returning(VERSIONS.c.id)
 _SELECT_ARTIFACT = select(ARTIFACTS).where(ARTIFACTS.c.sha256 == bindparam("sha"))
 _SELECT_VERSION = select(VERSIONS).where(
     VERSIONS.c.model == bindparam("model_name"), VERSIONS.c.version == bindparam("number")
@@ -249,9 +249,11 @@ class Store:
             )
         )
 
-    def next_version(self, model: str) -> int:
-        """Take the next version number of ``model`` (locks the model row)."""
-        return int(self.c.execute(_NEXT_VERSION, {"model_name": model}).one()[0])
+    def take_version_number(self, model: str) -> tuple[ModelRecord, int] | None:
+        """Lock ``model``'s row and take its next version number, in one statement;
+        None when the model does not exist."""
+        row = self.c.execute(_TAKE_NUMBER, {"model_name": model}).first()
+        return (_model(row), int(row.latest_version)) if row else None
 
     def list_models(
         self, where: ColumnElement[bool] | None, after: str, limit: int

@@ -24,6 +24,7 @@ from services.inference.cache import LocalCache
 from services.inference.runtime import LoadedModel, load_model
 from services.inference.upstream import (
     DeploymentInfo,
+    Notice,
     RegistryUpstream,
     RouteInfo,
     Snapshot,
@@ -285,10 +286,7 @@ def _load_and_warm(data: bytes, info: VersionInfo, threads: int) -> LoadedModel:
     return loaded
 
 
-def _changed(snapshot: Snapshot, notice: object) -> Snapshot:
-    from services.inference.upstream import Notice
-
-    assert isinstance(notice, Notice)
+def _changed(snapshot: Snapshot, notice: Notice) -> Snapshot:
     aliases = {m: dict(a) for m, a in snapshot.aliases.items()}
     deployments = dict(snapshot.deployments)
     tasks = dict(snapshot.tasks)

@@ -137,32 +137,34 @@ def test_keel_up_starts_the_built_services_with_a_demo_model_and_stops_on_sigint
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=python_env()
     )
     lines: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip())
-        if "demo model" in line:
-            break
-    listening = read_ready_file(tmp_path / "run" / "registry.json")
-    with grpc.insecure_channel(listening.address) as channel:
-        stub = registry_pb2_grpc.RegistryServiceStub(channel)
-        resolved = stub.ResolveAlias(
-            registry_pb2.ResolveAliasRequest(reference="demo-churn@production"), timeout=10
-        )
-    served = read_ready_file(tmp_path / "run" / "inference.json")
-    with grpc.insecure_channel(served.address) as channel:
-        infer = oip_grpc.GRPCInferenceServiceStub(channel)
-        request = oip.ModelInferRequest(model_name="demo-churn")
-        request.inputs.add(name="features", datatype="FP32", shape=[2, 6])
-        request.raw_input_contents.append(bytes(4 * 12))
-        for _ in range(100):  # the inference service loads the demo when it is promoted
-            try:
-                answer = infer.ModelInfer(request, timeout=10)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if "demo model" in line:
                 break
-            except grpc.RpcError as error:
-                assert error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
-                time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
+        listening = read_ready_file(tmp_path / "run" / "registry.json")
+        with grpc.insecure_channel(listening.address) as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            resolved = stub.ResolveAlias(
+                registry_pb2.ResolveAliasRequest(reference="demo-churn@production"), timeout=10
+            )
+        served = read_ready_file(tmp_path / "run" / "inference.json")
+        with grpc.insecure_channel(served.address) as channel:
+            infer = oip_grpc.GRPCInferenceServiceStub(channel)
+            request = oip.ModelInferRequest(model_name="demo-churn")
+            request.inputs.add(name="features", datatype="FP32", shape=[2, 6])
+            request.raw_input_contents.append(bytes(4 * 12))
+            for _ in range(100):  # the inference service loads the demo when it is promoted
+                try:
+                    answer = infer.ModelInfer(request, timeout=10)
+                    break
+                except grpc.RpcError as error:
+                    assert error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
+                    time.sleep(0.1)
+    finally:  # stop keel up (and so its children) even when an assertion failed
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
     assert answer.model_version == "1" and [o.name for o in answer.outputs] == [
         "label",
         "probabilities",

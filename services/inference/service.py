@@ -19,6 +19,7 @@ from services.common.service import ServiceSpec
 from services.inference import upstream
 from services.inference.batching import Batcher
 from services.inference.cache import LocalCache
+from services.inference.metrics import InferenceCollector
 from services.inference.predictions import PredictionLog
 from services.inference.runtime import LoadedModel
 from services.inference.servicer import InferenceServicer
@@ -71,6 +72,7 @@ async def serving_stack(
         model_threads=settings.model_threads,
     )
     await server.start()
+    metrics.register(InferenceCollector(server, predictions))
     stop = asyncio.Event()
     follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
     servicer = InferenceServicer(server, predictions)

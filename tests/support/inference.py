@@ -27,6 +27,7 @@ class Inference:
     stub: oip_grpc.GRPCInferenceServiceAsyncStub
     address: str
     predictions: PredictionLog
+    metrics: CollectorRegistry
 
 
 @asynccontextmanager
@@ -39,13 +40,17 @@ async def running_inference(registry_port: int, data_dir: Path) -> AsyncIterator
         registry_retry_s=0.2,
     )
     predictions = PredictionLog()
-    async with serving_stack(settings, TracerProvider(), CollectorRegistry(), predictions) as deps:
+    metrics = CollectorRegistry()
+    async with serving_stack(settings, TracerProvider(), metrics, predictions) as deps:
         server, port = build_server(settings, tracer_provider=TracerProvider(), deps=deps)
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 yield Inference(
-                    oip_grpc.GRPCInferenceServiceStub(channel), f"127.0.0.1:{port}", predictions
+                    oip_grpc.GRPCInferenceServiceStub(channel),
+                    f"127.0.0.1:{port}",
+                    predictions,
+                    metrics,
                 )
         finally:
             await server.stop(None)

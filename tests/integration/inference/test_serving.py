@@ -155,3 +155,25 @@ async def test_explain_adds_up_and_the_routing_state_is_reported(tmp_path: Path)
     assert state.served_model.routes[0].artifact_sha256 == xgboost_artifact(trees=5).sha256
     assert state.replica.registry_connected
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_prometheus_counts_rows_calls_and_prediction_records(tmp_path: Path) -> None:
+    rows = training_data()[0][:5]
+    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
+        registry,
+        port,
+    ):
+        await registry.create_model("churn")
+        await registry.register("churn", xgboost_artifact(trees=5))
+        await registry.set_alias("churn", "production", 1)
+        async with running_inference(port, tmp_path / "inference") as served:
+            for _ in range(3):
+                await served.stub.ModelInfer(raw_request("churn", rows))
+            labels = {"model": "churn", "version": "1"}
+            sample = served.metrics.get_sample_value
+            assert sample("keel_inference_rows_total", labels) == 15
+            calls = sample("keel_inference_model_calls_total", labels)
+            assert calls is not None and 1 <= calls <= 3
+            assert sample("keel_inference_queue_depth", labels) == 0
+            assert sample("keel_prediction_log_records_total", {}) == 3
+            assert sample("keel_prediction_log_dropped_total", {}) == 0

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from services.common.errors import STATUS_TABLE, StatusTable
 from services.common.interceptors import ErrorInterceptor, MetricsInterceptor, RpcMetrics
 from services.common.settings import ServerSettings
-from services.common.telemetry import traced_calls
+from services.common.telemetry import records_only_parented, traced_calls
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def build_server(
     """Build and bind the server; call ``start()`` on it within the event loop."""
     interceptors = [
         aio_server_interceptor(  # type: ignore[no-untyped-call]
-            tracer_provider=tracer_provider, filter_=traced_calls()
+            tracer_provider=tracer_provider,
+            filter_=traced_calls(parented_only=records_only_parented(tracer_provider)),
         ),
         MetricsInterceptor(RpcMetrics(deps.metrics, deps.name)),
         ErrorInterceptor(deps.status_table),

@@ -40,3 +40,17 @@ def test_without_an_exporter_only_sampled_callers_are_recorded(
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
     assert sampler_from_environment() is None  # the SDK reads the standard variables
+
+
+def test_with_the_parent_only_sampler_untraced_calls_skip_the_interceptor() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from services.common.telemetry import PARENT_ONLY, records_only_parented
+
+    traced = traced_calls(parented_only=True)
+    plain = Details("/keel.registry.v1.RegistryService/GetModel")
+    parented = Details("/keel.registry.v1.RegistryService/GetModel")
+    parented.invocation_metadata = (("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"),)
+    assert not traced(plain) and traced(parented)
+    assert records_only_parented(TracerProvider(sampler=PARENT_ONLY))
+    assert not records_only_parented(TracerProvider())  # the default records every call

@@ -70,8 +70,9 @@ class Database:
     On SQLite, which has one writer at a time, this process's writers queue here (rather
     than in SQLite's busy handler, which sleeps up to 100 ms between retries) and are
     committed in groups: the units waiting when the writer is free run in one
-    transaction, each inside its own savepoint, so a unit that fails is rolled back
-    alone and the group pays for one commit and one thread hand-off.
+    transaction, so the group pays for one commit and one thread hand-off; if a unit
+    fails, the group is rolled back and its units run again one transaction each, so a
+    failure never takes another unit's writes with it.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -107,18 +108,22 @@ class Database:
                     done.set_exception(value)
 
     def _group(self, works: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
+        """Run ``works`` in one transaction. Failures are rare (a lost compare-and-set, a
+        bad request), so no savepoints: when a unit fails, the whole group is rolled back
+        and each unit runs again in a transaction of its own."""
         try:
             with self._writer.begin() as connection:
-                for work in works:
-                    try:
-                        with connection.begin_nested():
-                            outcomes.append((True, work(connection)))
-                    except Exception as error:  # noqa: BLE001 - handed to that unit's caller
-                        outcomes.append((False, error))
-        except Exception as error:  # noqa: BLE001 - the commit failed: every unit failed
-            return [(False, error)] * len(works)
-        return outcomes
+                return [(True, work(connection)) for work in works]
+        except Exception as error:  # noqa: BLE001 - handed to the units' callers
+            if len(works) == 1:
+                return [(False, error)]
+        return [self._alone(work) for work in works]
+
+    def _alone(self, work: Callable[[Connection], Any]) -> tuple[bool, Any]:
+        try:
+            return True, self._transaction(work)
+        except Exception as error:  # noqa: BLE001 - handed to that unit's caller
+            return False, error
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self._read, work)

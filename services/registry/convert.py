@@ -7,7 +7,7 @@ import binascii
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import any_pb2, json_format, timestamp_pb2
+from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from keel.common.v1 import metric_pb2, paging_pb2, schema_pb2
@@ -47,10 +47,6 @@ def _enum_name(enum: Any, value: int, prefix: str) -> str:
 
 def _enum_value(enum: Any, name: str, prefix: str) -> int:
     return int(enum.Value(prefix + name))
-
-
-def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
 def timestamp(us: int) -> timestamp_pb2.Timestamp:

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from services.common.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
-from services.common.safe_load import ModelInspection, check_signature
+from services.common.safe_load import check_signature
 from services.registry import filter_sql
 from services.registry.artifacts import check_sha256
 from services.registry.core import (
@@ -34,7 +34,7 @@ from services.registry.records import (
     now_us,
 )
 from services.registry.store import VERSIONS, Store
-from services.registry.uploads import Uploads
+from services.registry.uploads import Uploads, inspection_from_dict
 
 TASKS = ("BINARY_CLASSIFICATION", "MULTICLASS_CLASSIFICATION", "REGRESSION")
 MODEL_PATHS = ("description", "owner_team", "objectives", "tags", "promotion_policy")
@@ -252,7 +252,7 @@ class Models:
                     f"the artifact is a {inspected.get('flavor')} model, "
                     f"not {version.flavor.lower()}",
                 )
-            check_signature(artifact_inspection(inspected), names)
+            check_signature(inspection_from_dict(inspected), names)
             now = now_us()
             created = dataclasses.replace(
                 version,
@@ -403,12 +403,3 @@ def require_version(
             raise NotFound(f"model 'models/{model}' not found", metadata={"model": model})
         raise NotFound(f"version 'models/{model}/versions/{version}' not found")
     return record
-
-
-def artifact_inspection(data: dict[str, object]) -> ModelInspection:
-    """The stored inspection of an artifact, as the safe loader's dataclass."""
-    fields = {f.name for f in dataclasses.fields(ModelInspection)}
-    values = {k: v for k, v in data.items() if k in fields}
-    if values.get("feature_names") is not None:
-        values["feature_names"] = tuple(values["feature_names"])  # type: ignore[arg-type]
-    return ModelInspection(**values)  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ class Uploads:
         """Store the bytes after checking digest, size and format; True when they were new."""
         check_sha256(sha256, "header.sha256")
         stored = await self.core.artifacts.put(sha256, size, chunks)
-        inspection = _as_dict(stored.inspection) if stored.inspection else {}
+        inspection = inspection_to_dict(stored.inspection) if stored.inspection else {}
         record = ArtifactRecord(
             stored.sha256, stored.size_bytes, str(stored.format), inspection, now_us()
         )
@@ -61,7 +61,7 @@ class Uploads:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise DataLoss(f"artifact 'artifacts/{sha256}': stored bytes no longer match")
         try:
-            inspection = _as_dict(await asyncio.to_thread(inspect_artifact, data))
+            inspection = inspection_to_dict(await asyncio.to_thread(inspect_artifact, data))
         except InvalidArgument:
             await self.core.db.write(lambda c: Store(c).delete_artifact(sha256))
             self.core.artifacts.delete(sha256)
@@ -89,8 +89,18 @@ class Uploads:
         return record, self.core.artifacts.read(sha256, offset)
 
 
-def _as_dict(inspection: ModelInspection) -> dict[str, Any]:
+def inspection_to_dict(inspection: ModelInspection) -> dict[str, Any]:
+    """An inspection as stored with the artifact (JSON)."""
     return {
         key: (list(value) if isinstance(value, tuple) else value)
         for key, value in dataclasses.asdict(inspection).items()
     }
+
+
+def inspection_from_dict(data: dict[str, Any]) -> ModelInspection:
+    """The stored inspection of an artifact, as the safe loader's dataclass."""
+    fields = {f.name for f in dataclasses.fields(ModelInspection)}
+    values = {k: v for k, v in data.items() if k in fields}
+    if values.get("feature_names") is not None:
+        values["feature_names"] = tuple(values["feature_names"])
+    return ModelInspection(**values)

@@ -10,9 +10,9 @@ from typing import TypeVar
 
 from sqlalchemy import Connection
 
+from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.registry.artifacts import ArtifactStore
-from services.registry.db import Database
 from services.registry.events import ChangeHub
 from services.registry.records import NAME_PATTERN, ModelRecord
 from services.registry.store import ChangeEncoder, Store

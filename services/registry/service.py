@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from keel.registry.v1 import registry_pb2, registry_pb2_grpc
+from services.common.db import Database, make_engine, upgrade
 from services.common.server import ServerDeps, ServiceBinding
 from services.common.service import ServiceSpec
 from services.registry import convert
@@ -17,7 +18,6 @@ from services.registry.aliases import Aliases
 from services.registry.artifacts import ArtifactStore
 from services.registry.changes import Changes
 from services.registry.core import Core
-from services.registry.db import Database, make_engine, upgrade
 from services.registry.deployments import Deployments
 from services.registry.events import ChangeHub
 from services.registry.models import Models
@@ -25,6 +25,7 @@ from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.uploads import Uploads
 
+MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
@@ -38,7 +39,7 @@ def open_core(settings: RegistrySettings) -> Core:
     """Database (migrated to the newest schema) and artifact store from settings."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database("registry.db"))
-    upgrade(engine)
+    upgrade(engine, MIGRATIONS)
     root = settings.artifact_root or str(Path(settings.data_dir, "artifacts").resolve())
     artifacts = ArtifactStore(root, settings.max_artifact_bytes)
     return Core(

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from alembic import context
 
-from services.registry.db import VERSION_TABLE
 from services.registry.tables import METADATA
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=METADATA,
-    version_table=VERSION_TABLE,
+    version_table="alembic_version_registry",
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, text
 
 from keel.registry.v1 import event_pb2
 from keel.registry.v1 import registry_pb2 as pb
-from services.registry.db import Database, make_engine
+from services.common.db import Database, make_engine
 from tests.support.registry import Client
 
 

@@ -7,15 +7,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from services.registry.db import VERSION_TABLE, make_engine, upgrade
+from services.common.db import make_engine, upgrade
+from services.registry.service import MIGRATIONS
 from services.registry.tables import METADATA
+
+VERSION_TABLE = "alembic_version_registry"
 
 
 def test_migrated_schema_matches_the_tables(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        upgrade(engine)
-        upgrade(engine)  # idempotent: a second start changes nothing
+        upgrade(engine, MIGRATIONS)
+        upgrade(engine, MIGRATIONS)  # idempotent: a second start changes nothing
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             assert compare_metadata(context, METADATA) == []

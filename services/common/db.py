@@ -1,4 +1,4 @@
-"""The registry's database: engine, schema migrations, and units of work.
+"""A service's database: engine, schema migrations, and units of work.
 
 SQLite (the embedded default) runs in WAL mode and every write transaction starts with
 ``BEGIN IMMEDIATE``, so concurrent writers queue instead of failing half-way; on
@@ -18,12 +18,9 @@ from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "keel_write"
 GROUP_LIMIT = 64  # units of work committed together at most (SQLite)
 MIGRATION_LOCK = 0x6B65656C  # "keel"
-# The registry's own Alembic version table, so it can share a database with the monitor.
-VERSION_TABLE = "alembic_version_registry"
 T = TypeVar("T")
 
 
@@ -52,10 +49,11 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def upgrade(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest migration."""
+def upgrade(engine: Engine, migrations: Path) -> None:
+    """Create or upgrade the schema to the newest migration of the ``migrations`` folder
+    (an Alembic script folder whose env.py names the service's own version table)."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations))
     with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
         if connection.dialect.name == "postgresql":
             # Replicas starting together migrate one at a time.

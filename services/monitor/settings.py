@@ -7,6 +7,8 @@ from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DatabaseSettings
 
+DAY_S = 86_400
+
 
 class MonitorSettings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEEL_MONITOR_")
@@ -14,3 +16,33 @@ class MonitorSettings(DatabaseSettings):
     port: int = Field(default=50053, ge=0, le=65535)
     metrics_port: int | None = Field(default=9103, ge=0, le=65535)
     registry_address: str = Field(default="127.0.0.1:50051", description="host:port.")
+    instance_id: str = Field(
+        default="",
+        description="Source id of this monitor's aggregates in exports; replicas sharing a "
+        "store share it. Empty: derived from the database URL.",
+    )
+    bucket_s: int = Field(
+        default=300, ge=1, le=DAY_S, description="Base aggregate bucket (seconds); divides 1h."
+    )
+    join_window_s: int = Field(
+        default=7 * DAY_S,
+        ge=60,
+        description="How long logged predictions are kept to join feedback labels and to "
+        "recognise re-sent prediction ids.",
+    )
+    max_batch_rows: int = Field(default=10_000, ge=1, description="Largest batch accepted.")
+    max_in_flight_batches: int = Field(
+        default=16, ge=1, le=1024, description="Flow-control window of a LogPredictions stream."
+    )
+    alert_eval_interval_s: float = Field(
+        default=60.0, gt=0, description="Alert rules are evaluated at least this often."
+    )
+    alert_min_eval_gap_s: float = Field(
+        default=1.0, ge=0, description="Data-driven evaluations of one rule at most this often."
+    )
+    alert_history_days: int = Field(
+        default=30, ge=1, description="How long alert events stay resumable in WatchAlerts."
+    )
+    event_poll_s: float = Field(
+        default=0.2, gt=0, description="How often WatchAlerts looks for other replicas' events."
+    )

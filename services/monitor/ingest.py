@@ -1,0 +1,262 @@
+"""Applying prediction-log batches: exactly-once counting by producer sequence (the mark
+is stored in the same transaction as the aggregates) and by prediction id within the
+join window.
+
+Batches waiting when the writer is free are applied in one transaction (group commit):
+each touched bucket is read and written once per group, and the group pays for one
+commit. Decoding and counting run in the database thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import Connection, Table, delete, insert, select, update
+
+from keel.monitor.v1 import ingest_pb2
+from services.common.db import Database
+from services.common.errors import DomainError, ResourceExhausted
+from services.monitor import columns
+from services.monitor.accumulate import count_predictions
+from services.monitor.batches import DecodedBatch, decode, invalid, unseen_values
+from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
+from services.monitor.feedback import join_labels, pending_for
+from services.monitor.reference import ModelReference
+from services.monitor.references import References
+from services.monitor.tables import PredictionIdRow, ProducerRow, SegmentRow
+
+PRODUCERS: Table = ProducerRow.__table__  # type: ignore[attr-defined]
+SEGMENTS: Table = SegmentRow.__table__  # type: ignore[attr-defined]
+IDS: Table = PredictionIdRow.__table__  # type: ignore[attr-defined]
+GROUP_LIMIT = 64
+
+APPLIED = "APPLIED"
+DUPLICATE = "DUPLICATE"
+
+
+@dataclass
+class BatchResult:
+    outcome: str
+    applied_through: int
+    applied_rows: int = 0
+    duplicate_rows: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    batch: ingest_pb2.PredictionBatch
+    reference: ModelReference
+    done: asyncio.Future[BatchResult]
+
+
+class Ingestor:
+    def __init__(
+        self,
+        db: Database,
+        references: References,
+        *,
+        bucket_s: int,
+        join_window_s: int,
+        max_batch_rows: int,
+        on_applied: Callable[[str], None] = lambda model: None,
+    ) -> None:
+        self._db = db
+        self._references = references
+        self._bucket_s = bucket_s
+        self._join_window_ns = join_window_s * NS
+        self.max_batch_rows = max_batch_rows
+        self._on_applied = on_applied
+        self._queue: list[_Item] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def applied_through(self, producer_id: str) -> int:
+        return await self._db.read(lambda c: _mark(c, producer_id, lock=False))
+
+    async def submit(self, batch: ingest_pb2.PredictionBatch) -> BatchResult:
+        """Apply ``batch`` once its effect is durable; DomainError when it is refused."""
+        check_batch(batch, self.max_batch_rows)
+        model = batch.model.removeprefix("models/")
+        reference = await self._references.get(model, batch.version)
+        done: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(batch, reference, done))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        result = await done
+        self._on_applied(model)
+        return result
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
+            try:
+                outcomes = await self._db.write(lambda c: self._apply_group(c, group))
+            except Exception as error:  # noqa: BLE001 - every batch of the group failed
+                outcomes = [error] * len(group)
+            for item, outcome in zip(group, outcomes, strict=True):
+                if item.done.cancelled():
+                    continue
+                if isinstance(outcome, BaseException):
+                    item.done.set_exception(outcome)
+                else:
+                    item.done.set_result(outcome)
+
+    def _apply_group(
+        self, connection: Connection, group: list[_Item]
+    ) -> list[BatchResult | DomainError]:
+        writer = BucketWriter(connection, self._bucket_s)
+        outcomes: list[BatchResult | DomainError] = []
+        for item in group:
+            try:
+                decoded = decode(item.batch, item.reference)
+            except DomainError as error:
+                outcomes.append(error)
+                continue
+            outcomes.append(self._apply(connection, writer, item, decoded))
+        writer.flush()
+        return outcomes
+
+    def _apply(
+        self, connection: Connection, writer: BucketWriter, item: _Item, decoded: DecodedBatch
+    ) -> BatchResult:
+        batch, reference = item.batch, item.reference
+        mark = _mark(connection, batch.producer_id, lock=True)
+        if 0 < batch.sequence <= mark:
+            return BatchResult(DUPLICATE, mark, 0, batch.row_count, decoded.ignored_columns)
+        now = time.time_ns()
+        key = Key(reference.model, reference.version, _name(batch.deployment), batch.variant)
+        fresh = np.ones(decoded.row_count, dtype=bool)
+        if decoded.row_count:
+            segment = _store_segment(connection, batch, key, now + self._join_window_ns)
+            fresh = _store_ids(connection, key.model, decoded.ids, segment)
+        kept = np.flatnonzero(fresh)
+        rows = decoded.rows.take(kept)
+        seconds = decoded.times[kept] // NS
+        unseen = unseen_values(batch, reference) if reference.layout.categories else {}
+        for start in np.unique(seconds // self._bucket_s * self._bucket_s):
+            chosen = np.flatnonzero(seconds // self._bucket_s * self._bucket_s == start)
+
+            def fill(state, chosen=chosen):  # type: ignore[no-untyped-def]
+                count_predictions(state, reference, rows.take(chosen))
+                for column, values in unseen.items():
+                    state.add_unseen(column, values)
+
+            writer.add(key, reference, int(start), fill, rows=len(chosen))
+            unseen = {}
+        if batch.rejections:
+            _count_rejections(writer, key, reference, batch, now)
+        if len(kept) and pending_for(connection, key.model):
+            join_labels(connection, writer, reference, [decoded.ids[i] for i in kept], now)
+        if batch.sequence > mark:
+            _set_mark(connection, batch.producer_id, batch.sequence, now)
+            mark = batch.sequence
+        duplicates = decoded.row_count - len(kept)
+        return BatchResult(APPLIED, mark, len(kept), duplicates, decoded.ignored_columns)
+
+
+def check_batch(batch: ingest_pb2.PredictionBatch, max_rows: int) -> None:
+    if not 1 <= len(batch.producer_id) <= 128:
+        raise invalid("batch.producer_id", "producer_id: expected 1-128 characters")
+    if batch.sequence < 0:
+        raise invalid("batch.sequence", f"sequence: expected >= 0, got {batch.sequence}")
+    if not batch.model.startswith("models/") or batch.model == "models/":
+        raise invalid("batch.model", f"model: expected 'models/{{model}}', got '{batch.model}'")
+    if batch.version < 1:
+        raise invalid("batch.version", f"version: expected >= 1, got {batch.version}")
+    if batch.row_count > max_rows:
+        raise ResourceExhausted(
+            f"batch.row_count: {batch.row_count} rows is more than the maximum {max_rows}"
+        )
+    columns.check_row_count(batch.row_count, max_rows)
+
+
+def _name(deployment: str) -> str:
+    return deployment.removeprefix("deployments/")
+
+
+def _mark(connection: Connection, producer_id: str, *, lock: bool) -> int:
+    query = select(PRODUCERS.c.applied_through).where(PRODUCERS.c.producer_id == producer_id)
+    if lock and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = connection.execute(query).first()
+    return 0 if row is None else int(row[0])
+
+
+def _set_mark(connection: Connection, producer_id: str, sequence: int, now: int) -> None:
+    done = connection.execute(
+        update(PRODUCERS)
+        .where(PRODUCERS.c.producer_id == producer_id, PRODUCERS.c.applied_through < sequence)
+        .values(applied_through=sequence, update_time=now)
+    )
+    if done.rowcount == 0:
+        statement = insert_ignoring_conflicts(connection, PRODUCERS).values(
+            producer_id=producer_id, applied_through=sequence, update_time=now
+        )
+        connection.execute(statement.on_conflict_do_nothing())
+
+
+def _store_segment(
+    connection: Connection, batch: ingest_pb2.PredictionBatch, key: Key, expire: int
+) -> int:
+    row = connection.execute(
+        insert(SEGMENTS)
+        .values(
+            model=key.model,
+            version=key.version,
+            deployment=key.deployment,
+            variant=key.variant,
+            expire_time=expire,
+            payload=batch.SerializeToString(),
+        )
+        .returning(SEGMENTS.c.id)
+    ).one()
+    return int(row[0])
+
+
+def _store_ids(connection: Connection, model: str, ids: list[str], segment: int) -> np.ndarray:
+    """Record the batch's prediction ids; the mask is False for ids already known."""
+    statement = (
+        insert_ignoring_conflicts(connection, IDS)
+        .on_conflict_do_nothing()
+        .returning(IDS.c.prediction_id)
+    )
+    rows = [
+        {"model": model, "prediction_id": pid, "segment": segment, "row": i, "labeled": False}
+        for i, pid in enumerate(ids)
+    ]
+    inserted = connection.execute(statement, rows).scalars().all()
+    if len(inserted) == len(ids):
+        return np.ones(len(ids), dtype=bool)
+    fresh = set(inserted)
+    return np.fromiter((pid in fresh for pid in ids), dtype=bool, count=len(ids))
+
+
+def _count_rejections(
+    writer: BucketWriter,
+    key: Key,
+    reference: ModelReference,
+    batch: ingest_pb2.PredictionBatch,
+    now: int,
+) -> None:
+    index = {f.name: i for i, f in enumerate(reference.features)}
+    whole = len(reference.features)
+    at = batch.create_time.ToNanoseconds() if batch.HasField("create_time") else now
+
+    def fill(state):  # type: ignore[no-untyped-def]
+        table = state.i8("rejections")
+        for rejection in batch.rejections:
+            row = index.get(rejection.feature, whole)
+            table[row, min(max(rejection.reason, 0), 6)] += max(rejection.row_count, 0)
+
+    writer.add(key, reference, at // NS, fill)
+
+
+def expire(connection: Connection, now: int) -> int:
+    """Forget segments and ids past the join window; returns segments dropped."""
+    old = select(SEGMENTS.c.id).where(SEGMENTS.c.expire_time < now)
+    connection.execute(delete(IDS).where(IDS.c.segment.in_(old)))
+    return int(connection.execute(delete(SEGMENTS).where(SEGMENTS.c.expire_time < now)).rowcount)

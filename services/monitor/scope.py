@@ -1,0 +1,175 @@
+"""Which rows a report covers, and the merged state of those rows, per version.
+
+A range is read as whole days, then whole hours, then base buckets (``buckets.spans``),
+so the work of a report depends on the range, not on how many rows it holds. Buckets
+merged from other monitors are added to this monitor's own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy import Connection, Table, and_, or_, select
+
+from services.common.db import Database
+from services.common.errors import InvalidArgument, NotFound
+from services.monitor.aggregates import State
+from services.monitor.buckets import BUCKETS, MERGED, spans
+from services.monitor.reference import ModelReference
+from services.monitor.references import References
+
+DAY_S = 86_400
+MAX_WINDOWS = 1000
+
+
+@dataclass(frozen=True)
+class Scope:
+    model: str
+    version: int = 0  # 0: every version
+    deployment: str = ""
+    variant: str = ""
+    start_s: int = 0
+    end_s: int = 0
+    window_s: int = 0  # 0: the whole range only
+
+    def windows(self) -> Iterator[Scope]:
+        if not self.window_s:
+            return
+        start = self.start_s // self.window_s * self.window_s
+        while start < self.end_s:
+            yield replace(
+                self,
+                start_s=max(start, self.start_s),
+                end_s=min(start + self.window_s, self.end_s),
+                window_s=0,
+            )
+            start += self.window_s
+
+
+@dataclass
+class VersionRows:
+    reference: ModelReference
+    state: State
+    rows: int = 0
+    labeled: int = 0
+
+
+@dataclass
+class Selection:
+    """The merged state of a scope's rows, per version."""
+
+    scope: Scope
+    versions: dict[int, VersionRows] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(v.rows for v in self.versions.values())
+
+    @property
+    def labeled(self) -> int:
+        return sum(v.labeled for v in self.versions.values())
+
+    def newest(self) -> VersionRows | None:
+        with_rows = [v for v in sorted(self.versions) if self.versions[v].rows]
+        if with_rows:
+            return self.versions[with_rows[-1]]
+        return self.versions[max(self.versions)] if self.versions else None
+
+
+def make_scope(
+    model: str,
+    version: int,
+    deployment: str,
+    variant: str,
+    start_s: int | None,
+    end_s: int | None,
+    window_s: int,
+    base_s: int,
+) -> Scope:
+    """Round the range to base buckets and check it (INVALID_ARGUMENT naming the field)."""
+    if version < 0:
+        raise InvalidArgument(f"scope.version: expected >= 0, got {version}")
+    end = end_s if end_s is not None else int(time.time())
+    start = start_s if start_s is not None else end - DAY_S
+    end = -(-end // base_s) * base_s
+    start = start // base_s * base_s
+    if end <= start:
+        raise InvalidArgument("scope.end_time: expected a time after scope.start_time")
+    if window_s:
+        if window_s < 0 or window_s % base_s:
+            raise InvalidArgument(
+                f"scope.window: expected a multiple of the base bucket ({base_s} s), got {window_s} s"
+            )
+        if (end - start) / window_s > MAX_WINDOWS:
+            raise InvalidArgument(
+                f"scope.window: {window_s} s gives more than {MAX_WINDOWS} windows over the range"
+            )
+    return Scope(
+        model, version, deployment.removeprefix("deployments/"), variant, start, end, window_s
+    )
+
+
+class Aggregates:
+    """Reads merged bucket states for a scope."""
+
+    def __init__(self, db: Database, references: References, base_s: int) -> None:
+        self._db = db
+        self._references = references
+        self.base_s = base_s
+
+    async def select(self, scope: Scope) -> Selection:
+        if not await self._references.known_model(scope.model):
+            raise NotFound(f"model 'models/{scope.model}' has no logged predictions in the monitor")
+        rows = await self._db.read(lambda c: _rows(c, scope, self.base_s))
+        selection = Selection(scope)
+        versions = {version for version, *_ in rows}
+        if scope.version:
+            versions.add(scope.version)
+        for version in sorted(versions):
+            reference = await self._references.get(scope.model, version)
+            selection.versions[version] = VersionRows(reference, State.empty(reference.layout))
+        for version, count, labeled, blob in rows:
+            held = selection.versions[version]
+            held.state.merge(State.from_bytes(blob, held.reference.layout))
+            held.rows += count
+            held.labeled += labeled
+        return selection
+
+
+def _filters(table: Table, scope: Scope):  # type: ignore[no-untyped-def]
+    conditions = [table.c.model == scope.model]
+    if scope.version:
+        conditions.append(table.c.version == scope.version)
+    if scope.deployment:
+        conditions.append(table.c.deployment == scope.deployment)
+    if scope.variant:
+        conditions.append(table.c.variant == scope.variant)
+    return conditions
+
+
+def _rows(connection: Connection, scope: Scope, base_s: int) -> list[tuple[int, int, int, bytes]]:
+    found: list[tuple[int, int, int, bytes]] = []
+    ranges = [
+        and_(BUCKETS.c.width_s == width, BUCKETS.c.start_s >= lo, BUCKETS.c.start_s < hi)
+        for width, lo, hi in spans(scope.start_s, scope.end_s, base_s)
+    ]
+    for table, where in (
+        (BUCKETS, or_(*ranges)),
+        (
+            MERGED,
+            and_(
+                MERGED.c.width_s == base_s,
+                MERGED.c.start_s >= scope.start_s,
+                MERGED.c.start_s < scope.end_s,
+            ),
+        ),
+    ):
+        query = select(
+            table.c.version, table.c.row_count, table.c.labeled_count, table.c.state
+        ).where(*_filters(table, scope), where)
+        found.extend(
+            (int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in connection.execute(query)
+        )
+    return found

@@ -1,0 +1,118 @@
+"""The monitor service: what ``keel monitor serve`` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from keel.monitor.v1 import monitor_pb2, monitor_pb2_grpc
+from keel.registry.v1 import registry_pb2_grpc
+from services.common.channels import create_channel
+from services.common.db import Database, make_engine, upgrade
+from services.common.server import ServerDeps, ServiceBinding
+from services.common.service import ServiceSpec
+from services.monitor.alert_metrics import AlertMetrics
+from services.monitor.alerts import Alerting
+from services.monitor.exchange import Exchange
+from services.monitor.ingest import Ingestor, expire
+from services.monitor.labels import Feedback
+from services.monitor.predictions import Predictions
+from services.monitor.references import References
+from services.monitor.reports import Reports
+from services.monitor.scope import Aggregates
+from services.monitor.servicer import MonitorServicer
+from services.monitor.settings import MonitorSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE_NAME = monitor_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name
+REGISTRY_SERVICE = "keel.registry.v1.RegistryService"
+EXPIRE_EVERY_S = 60.0
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Monitor:
+    """Everything the monitor's servicer needs, wired from settings."""
+
+    db: Database
+    servicer: MonitorServicer
+    alerting: Alerting
+
+    async def expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_EVERY_S)
+            try:
+                await self.db.write(lambda c: expire(c, time.time_ns()))
+            except Exception:  # noqa: BLE001 - retried at the next tick
+                log.exception("expiring the join window failed")
+
+
+def source_id(settings: MonitorSettings, url: str) -> str:
+    return settings.instance_id or "monitor-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def build_monitor(settings: MonitorSettings, registry: registry_pb2_grpc.RegistryServiceStub) -> Monitor:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.database("monitor.db")
+    engine = make_engine(url)
+    upgrade(engine, MIGRATIONS)
+    db = Database(engine)
+    references = References(db, registry)
+    aggregates = Aggregates(db, references, settings.bucket_s)
+    metrics = AlertMetrics(aggregates, references)
+    alerting = Alerting(
+        db, settings, check_rule=metrics.check, evaluate=metrics.evaluate,
+    )
+    common = {
+        "bucket_s": settings.bucket_s,
+        "join_window_s": settings.join_window_s,
+        "max_batch_rows": settings.max_batch_rows,
+        "on_applied": alerting.notify,
+    }
+    servicer = MonitorServicer(
+        Ingestor(db, references, **common),  # type: ignore[arg-type]
+        Feedback(db, references, **common),  # type: ignore[arg-type]
+        Reports(aggregates),
+        Predictions(db),
+        Exchange(db, references, source_id(settings, url), settings.bucket_s),
+        settings.max_in_flight_batches,
+        alerting,
+    )
+    return Monitor(db, servicer, alerting)
+
+
+@asynccontextmanager
+async def open_monitor(
+    settings: MonitorSettings, provider: TracerProvider, metrics: CollectorRegistry
+) -> AsyncIterator[ServerDeps]:
+    channel = create_channel(settings.registry_address, tracer_provider=provider,
+                             services=[REGISTRY_SERVICE])
+    monitor = build_monitor(settings, registry_pb2_grpc.RegistryServiceStub(channel))
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        lambda server: monitor_pb2_grpc.add_MonitorServiceServicer_to_server(monitor.servicer, server),
+    )
+    await monitor.alerting.start()
+    expiry = asyncio.create_task(monitor.expire_forever())
+    try:
+        yield ServerDeps("monitor", [binding], metrics)
+    finally:
+        expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
+        await monitor.alerting.stop()
+        await channel.close()
+        monitor.db.close()
+
+
+SPEC = ServiceSpec(name="monitor", settings=MonitorSettings, open=open_monitor)

@@ -74,12 +74,14 @@ run: $(VENV)/.installed
 	$(BIN)/keel up --demo
 
 # MLServer, the peer the inference benchmark compares with, pins protobuf < 7: its own venv.
+# Evidently, the monitor benchmark's peer, shares it (run as a subprocess); it needs pandas < 3
+# (0.7.23's metadata allows 3.x, which it cannot import).
 BENCH_VENV := .bench
 $(BENCH_VENV)/.installed: Makefile
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet mlserver==1.7.1 uvloop==0.21.0 \
-		xgboost-cpu==3.2.0 scikit-learn==1.9.1
+		xgboost-cpu==3.2.0 scikit-learn==1.9.1 evidently==0.7.23 pandas==2.3.3
 	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps mlserver-xgboost==1.7.1
 	touch $@
 

@@ -5,16 +5,18 @@ floor`` or ``python -m bench registry`` runs one.
 - registry: the registry service on SQLite and PostgreSQL against its goals and MLflow.
 - inference: Keel's inference service against MLServer (default and best configuration,
   from .bench/) and a trivial grpc.aio floor, one 100-tree XGBoost model.
+- monitor: Keel's monitor (ingestion rows/s, drift verdict latency, RSS) against
+  Evidently's DataDriftPreset (from .bench/) on the same 13-feature data.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench import floor, inference, registry
+from bench import floor, inference, monitor, registry
 from bench.stats import machine_note
 
-BENCHMARKS = ("floor", "registry", "inference")
+BENCHMARKS = ("floor", "registry", "inference", "monitor")
 
 
 def main() -> None:
@@ -46,6 +48,8 @@ def main() -> None:
         registry.run(args.runs or (1 if args.quick else registry.DEFAULT_RUNS), args.quick)
     if "inference" in chosen:
         inference.main([f"--runs={args.runs or 1}", *(["--quick"] if args.quick else [])])
+    if "monitor" in chosen:
+        monitor.run(args.runs or monitor.DEFAULT_RUNS, args.quick)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,9 @@ class BucketWriter:
                     "state": held.state.to_bytes(),
                 }
                 insert = insert_ignoring_conflicts(self._connection, BUCKETS)
-                done = self._connection.execute(insert.values(**values).on_conflict_do_nothing())
-                if done.rowcount == 1:
+                statement = insert.values(**values).on_conflict_do_nothing()
+                done = self._connection.execute(statement.returning(BUCKETS.c.revision))
+                if done.first() is not None:
                     continue
                 # Another replica created it meanwhile: add ours to theirs.
                 theirs = self._load(slot, self._references[slot])

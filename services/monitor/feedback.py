@@ -77,7 +77,8 @@ def apply_feedback(
             label_time=label.label_time,
             expire_time=now + window_ns,
         )
-        if connection.execute(statement.on_conflict_do_nothing()).rowcount == 1:
+        done = connection.execute(statement.on_conflict_do_nothing().returning(PENDING.c.model))
+        if done.first() is not None:
             counts.unmatched += 1
         else:
             counts.duplicate += 1

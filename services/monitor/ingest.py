@@ -10,6 +10,7 @@ commit. Decoding and counting run in the database thread, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.db import Database
-from services.common.errors import DomainError, ResourceExhausted
+from services.common.errors import DomainError, ResourceExhausted, Unavailable
 from services.monitor import columns
 from services.monitor.accumulate import count_predictions
 from services.monitor.batches import DecodedBatch, decode, invalid, unseen_values
@@ -33,6 +34,7 @@ PRODUCERS: Table = ProducerRow.__table__  # type: ignore[attr-defined]
 SEGMENTS: Table = SegmentRow.__table__  # type: ignore[attr-defined]
 IDS: Table = PredictionIdRow.__table__  # type: ignore[attr-defined]
 GROUP_LIMIT = 64
+log = logging.getLogger(__name__)
 
 APPLIED = "APPLIED"
 DUPLICATE = "DUPLICATE"
@@ -79,24 +81,34 @@ class Ingestor:
 
     async def submit(self, batch: ingest_pb2.PredictionBatch) -> BatchResult:
         """Apply ``batch`` once its effect is durable; DomainError when it is refused."""
+        return await self.enqueue(batch, await self.prepare(batch))
+
+    async def prepare(self, batch: ingest_pb2.PredictionBatch) -> ModelReference:
+        """Check the batch's header and find its version (the registry is asked once)."""
         check_batch(batch, self.max_batch_rows)
-        model = batch.model.removeprefix("models/")
-        reference = await self._references.get(model, batch.version)
+        return await self._references.get(batch.model.removeprefix("models/"), batch.version)
+
+    def enqueue(
+        self, batch: ingest_pb2.PredictionBatch, reference: ModelReference
+    ) -> asyncio.Future[BatchResult]:
+        """Queue a prepared batch; batches are applied in the order they are queued."""
         done: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda _: self._on_applied(reference.model))
         self._queue.append(_Item(batch, reference, done))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
-        result = await done
-        self._on_applied(model)
-        return result
+        return done
 
     async def _drain(self) -> None:
         while self._queue:
             group, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
             try:
                 outcomes = await self._db.write(lambda c: self._apply_group(c, group))
-            except Exception as error:  # noqa: BLE001 - every batch of the group failed
+            except DomainError as error:
                 outcomes = [error] * len(group)
+            except Exception:  # noqa: BLE001 - the store failed: every batch may be resent
+                log.exception("applying %d prediction batches failed", len(group))
+                outcomes = [Unavailable("the monitor cannot commit now; resend the batch")] * len(group)
             for item, outcome in zip(group, outcomes, strict=True):
                 if item.done.cancelled():
                     continue

@@ -104,7 +104,7 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
         )
         # The reader stops reading when `window` batches are unacknowledged, so HTTP/2
         # flow control holds the producer back instead of this queue growing.
-        queue: asyncio.Queue[tuple[ingest_pb2.PredictionBatch, asyncio.Task[BatchResult]] | None]
+        queue: asyncio.Queue[tuple[ingest_pb2.PredictionBatch, asyncio.Future[BatchResult]] | None]
         queue = asyncio.Queue(maxsize=self.window)
         reader = asyncio.create_task(self._read(request_iterator, producer, queue))
         try:
@@ -135,7 +135,7 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
         self,
         requests: AsyncIterator[pb.LogPredictionsRequest],
         producer: str,
-        queue: asyncio.Queue[tuple[ingest_pb2.PredictionBatch, asyncio.Task[BatchResult]] | None],
+        queue: asyncio.Queue[tuple[ingest_pb2.PredictionBatch, asyncio.Future[BatchResult]] | None],
     ) -> None:
         async for message in requests:
             if message.WhichOneof("kind") != "batch":
@@ -145,8 +145,15 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
                     f"batch.producer_id: expected '{producer}' (named in open), "
                     f"got '{message.batch.producer_id}'"
                 )
-            task = asyncio.create_task(self.ingestor.submit(message.batch))
-            await queue.put((message.batch, task))
+            # Prepared here, one batch at a time, so batches are applied in stream order.
+            try:
+                reference = await self.ingestor.prepare(message.batch)
+            except DomainError as error:
+                failed: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+                failed.set_exception(error)
+                await queue.put((message.batch, failed))
+                continue
+            await queue.put((message.batch, self.ingestor.enqueue(message.batch, reference)))
         await queue.put(None)
 
     async def LogPredictionBatch(

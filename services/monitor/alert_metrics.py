@@ -58,21 +58,31 @@ class AlertMetrics:
         if isinstance(metric, FairnessMetric):
             spec_feature = reference.feature(metric.feature)
             if spec_feature is None or not spec_feature.protected:
-                raise InvalidArgument(f"{field}.fairness.feature: '{metric.feature}' is not protected")
+                raise InvalidArgument(
+                    f"{field}.fairness.feature: '{metric.feature}' is not protected"
+                )
             if not reference.classifier:
                 raise InvalidArgument(f"{field}.fairness: fairness needs a classifier")
         if isinstance(metric, DriftMetric) and metric.method in ("WASSERSTEIN", "KS"):
             spec_feature = reference.feature(feature)
             if spec_feature is not None and not spec_feature.numeric:
-                raise InvalidArgument(f"{field}.drift.method: {metric.method} needs a numeric feature")
+                raise InvalidArgument(
+                    f"{field}.drift.method: {metric.method} needs a numeric feature"
+                )
 
     async def evaluate(self, spec: RuleSpec, end_ns: int) -> Evaluation:
         end_s = end_ns // NS
         base = self._aggregates.base_s
         end_s = -(-end_s // base) * base
         start_s = end_s - spec.window // NS
-        scope = Scope(spec.model, spec.version, spec.deployment.removeprefix("deployments/"),
-                      spec.variant, start_s, end_s)
+        scope = Scope(
+            spec.model,
+            spec.version,
+            spec.deployment.removeprefix("deployments/"),
+            spec.variant,
+            start_s,
+            end_s,
+        )
         try:
             selection = await self._aggregates.select(scope)
         except NotFound:
@@ -95,8 +105,11 @@ def _value(spec: RuleSpec, held: list) -> tuple[float | None, int]:  # type: ign
         report = drift.drift_report(newest, options)
         if not metric.feature:
             return report.drifted_share, newest.rows
-        found = report.prediction if metric.feature == "prediction" else next(
-            (f for f in report.features if f.feature == metric.feature), None)
+        found = (
+            report.prediction
+            if metric.feature == "prediction"
+            else next((f for f in report.features if f.feature == metric.feature), None)
+        )
         if found is None or not found.current_count:
             return None, 0
         return found.statistic, int(found.current_count)
@@ -110,8 +123,11 @@ def _value(spec: RuleSpec, held: list) -> tuple[float | None, int]:  # type: ign
         entry = report.features[0] if report.features else None
         if entry is None:
             return None, 0
-        value = {"MISSING_RATE": entry.missing_rate, "OUT_OF_RANGE_RATE": entry.out_of_range_rate,
-                 "UNSEEN_CATEGORY_RATE": entry.unseen_category_rate}[metric.measure]
+        value = {
+            "MISSING_RATE": entry.missing_rate,
+            "OUT_OF_RANGE_RATE": entry.out_of_range_rate,
+            "UNSEEN_CATEGORY_RATE": entry.unseen_category_rate,
+        }[metric.measure]
         return value, entry.row_count
     if isinstance(metric, PerformanceMetric):
         joined = performance.pool(held)

@@ -36,15 +36,27 @@ class Exchange:
         self.source_id = source_id
         self._base_s = base_s
 
-    async def export(self, request: pb.ExportAggregatesRequest) -> AsyncIterator[list[ag.AggregateBucket]]:
+    async def export(
+        self, request: pb.ExportAggregatesRequest
+    ) -> AsyncIterator[list[ag.AggregateBucket]]:
         model = request.model.removeprefix("models/")
         if not request.model.startswith("models/") or not model:
             raise InvalidArgument(f"model: expected 'models/{{model}}', got '{request.model}'")
         if not await self._references.known_model(model):
             raise _not_found(request.model)
-        start = request.start_time.seconds // self._base_s * self._base_s if request.HasField("start_time") else 0
-        end = -(-request.end_time.seconds // self._base_s) * self._base_s if request.HasField("end_time") else int(time.time()) + self._base_s
-        rows = await self._db.read(lambda c: _local(c, model, request.version, start, end, self._base_s))
+        start = (
+            request.start_time.seconds // self._base_s * self._base_s
+            if request.HasField("start_time")
+            else 0
+        )
+        end = (
+            -(-request.end_time.seconds // self._base_s) * self._base_s
+            if request.HasField("end_time")
+            else int(time.time()) + self._base_s
+        )
+        rows = await self._db.read(
+            lambda c: _local(c, model, request.version, start, end, self._base_s)
+        )
         digests = {}
         for version in {r.version for r in rows}:
             digests[version] = (await self._references.get(model, version)).digest
@@ -66,9 +78,13 @@ class Exchange:
 
     def _bucket(self, row, digest: str, source: str | None = None) -> ag.AggregateBucket:  # type: ignore[no-untyped-def]
         bucket = ag.AggregateBucket(
-            source_id=source or self.source_id, source_revision=row.revision,
-            reference_digest=digest, row_count=row.row_count, labeled_count=row.labeled_count,
-            state_format=FORMAT, state=bytes(row.state),
+            source_id=source or self.source_id,
+            source_revision=row.revision,
+            reference_digest=digest,
+            row_count=row.row_count,
+            labeled_count=row.labeled_count,
+            state_format=FORMAT,
+            state=bytes(row.state),
         )
         key = bucket.key
         key.model, key.version = f"models/{row.model}", row.version
@@ -85,24 +101,35 @@ class Exchange:
         for i, bucket in enumerate(request.buckets):
             field = f"buckets[{i}]"
             if bucket.state_format != FORMAT:
-                raise InvalidArgument(f"{field}.state_format: expected '{FORMAT}', got '{bucket.state_format}'")
+                raise InvalidArgument(
+                    f"{field}.state_format: expected '{FORMAT}', got '{bucket.state_format}'"
+                )
             if not bucket.source_id or bucket.source_id == self.source_id:
-                raise InvalidArgument(f"{field}.source_id: expected another monitor's id, got '{bucket.source_id}'")
+                raise InvalidArgument(
+                    f"{field}.source_id: expected another monitor's id, got '{bucket.source_id}'"
+                )
             model = bucket.key.model.removeprefix("models/")
             reference = await self._references.get(model, bucket.key.version)
             if bucket.reference_digest != reference.digest:
                 raise FailedPrecondition(
                     f"{field}.reference_digest: differs from this monitor's reference of {model}/{bucket.key.version}"
                 )
-            if bucket.key.width.seconds != self._base_s or bucket.key.start_time.seconds % self._base_s:
+            if (
+                bucket.key.width.seconds != self._base_s
+                or bucket.key.start_time.seconds % self._base_s
+            ):
                 raise InvalidArgument(f"{field}.key: expected a base bucket of {self._base_s} s")
             try:
                 State.from_bytes(bucket.state, reference.layout)
             except StateFormatError as error:
                 raise InvalidArgument(f"{field}.state: {error}") from None
-            incoming.append(_Incoming(bucket, model, bucket.key.start_time.seconds, bucket.key.width.seconds))
+            incoming.append(
+                _Incoming(bucket, model, bucket.key.start_time.seconds, bucket.key.width.seconds)
+            )
         counts = await self._db.write(lambda c: _merge(c, incoming))
-        return pb.MergeAggregatesResponse(merged_count=counts[0], replaced_count=counts[1], ignored_count=counts[2])
+        return pb.MergeAggregatesResponse(
+            merged_count=counts[0], replaced_count=counts[1], ignored_count=counts[2]
+        )
 
 
 def _not_found(model: str) -> Exception:
@@ -113,16 +140,27 @@ def _not_found(model: str) -> Exception:
 
 def _local(connection: Connection, model: str, version: int, start: int, end: int, base: int):  # type: ignore[no-untyped-def]
     query = select(BUCKETS).where(
-        BUCKETS.c.model == model, BUCKETS.c.width_s == base, BUCKETS.c.start_s >= start, BUCKETS.c.start_s < end
+        BUCKETS.c.model == model,
+        BUCKETS.c.width_s == base,
+        BUCKETS.c.start_s >= start,
+        BUCKETS.c.start_s < end,
     )
     if version:
         query = query.where(BUCKETS.c.version == version)
-    order = (BUCKETS.c.model, BUCKETS.c.version, BUCKETS.c.deployment, BUCKETS.c.variant, BUCKETS.c.start_s)
+    order = (
+        BUCKETS.c.model,
+        BUCKETS.c.version,
+        BUCKETS.c.deployment,
+        BUCKETS.c.variant,
+        BUCKETS.c.start_s,
+    )
     return connection.execute(query.order_by(*order)).all()
 
 
 def _merged(connection: Connection, model: str, version: int, start: int, end: int):  # type: ignore[no-untyped-def]
-    query = select(MERGED).where(MERGED.c.model == model, MERGED.c.start_s >= start, MERGED.c.start_s < end)
+    query = select(MERGED).where(
+        MERGED.c.model == model, MERGED.c.start_s >= start, MERGED.c.start_s < end
+    )
     if version:
         query = query.where(MERGED.c.version == version)
     return [(row, row.source_id, row.reference_digest) for row in connection.execute(query)]
@@ -133,20 +171,35 @@ def _merge(connection: Connection, incoming: list[_Incoming]) -> tuple[int, int,
     for item in incoming:
         b = item.bucket
         key = and_(
-            MERGED.c.source_id == b.source_id, MERGED.c.model == item.model,
+            MERGED.c.source_id == b.source_id,
+            MERGED.c.model == item.model,
             MERGED.c.version == b.key.version,
             MERGED.c.deployment == b.key.deployment.removeprefix("deployments/"),
-            MERGED.c.variant == b.key.variant, MERGED.c.width_s == item.width_s,
+            MERGED.c.variant == b.key.variant,
+            MERGED.c.width_s == item.width_s,
             MERGED.c.start_s == item.start_s,
         )
         held = connection.execute(select(MERGED.c.revision).where(key)).first()
-        values = {"revision": b.source_revision, "reference_digest": b.reference_digest,
-                  "row_count": b.row_count, "labeled_count": b.labeled_count, "state": b.state}
+        values = {
+            "revision": b.source_revision,
+            "reference_digest": b.reference_digest,
+            "row_count": b.row_count,
+            "labeled_count": b.labeled_count,
+            "state": b.state,
+        }
         if held is None:
-            connection.execute(insert(MERGED).values(
-                source_id=b.source_id, model=item.model, version=b.key.version,
-                deployment=b.key.deployment.removeprefix("deployments/"), variant=b.key.variant,
-                width_s=item.width_s, start_s=item.start_s, **values))
+            connection.execute(
+                insert(MERGED).values(
+                    source_id=b.source_id,
+                    model=item.model,
+                    version=b.key.version,
+                    deployment=b.key.deployment.removeprefix("deployments/"),
+                    variant=b.key.variant,
+                    width_s=item.width_s,
+                    start_s=item.start_s,
+                    **values,
+                )
+            )
             merged += 1
         elif held[0] < b.source_revision:
             connection.execute(update(MERGED).where(key).values(**values))

@@ -108,7 +108,9 @@ class Ingestor:
                 outcomes = [error] * len(group)
             except Exception:  # noqa: BLE001 - the store failed: every batch may be resent
                 log.exception("applying %d prediction batches failed", len(group))
-                outcomes = [Unavailable("the monitor cannot commit now; resend the batch")] * len(group)
+                outcomes = [Unavailable("the monitor cannot commit now; resend the batch")] * len(
+                    group
+                )
             for item, outcome in zip(group, outcomes, strict=True):
                 if item.done.cancelled():
                     continue

@@ -53,8 +53,13 @@ def one_row(batch: ingest_pb2.PredictionBatch, row: int) -> ingest_pb2.Predictio
 
     n = batch.row_count
     out = ingest_pb2.PredictionBatch(
-        producer_id=batch.producer_id, sequence=batch.sequence, model=batch.model,
-        version=batch.version, deployment=batch.deployment, variant=batch.variant, row_count=1,
+        producer_id=batch.producer_id,
+        sequence=batch.sequence,
+        model=batch.model,
+        version=batch.version,
+        deployment=batch.deployment,
+        variant=batch.variant,
+        row_count=1,
     )
     out.prediction_ids.strings.values.append(
         columns.identifiers(batch.prediction_ids, n, "prediction_ids")[row]

@@ -47,9 +47,7 @@ class Reports:
     def __init__(self, aggregates: Aggregates) -> None:
         self._aggregates = aggregates
 
-    async def _series(
-        self, scope: Scope, build: Callable[[Selection], R]
-    ) -> tuple[R, list[R]]:
+    async def _series(self, scope: Scope, build: Callable[[Selection], R]) -> tuple[R, list[R]]:
         whole = build(await self._aggregates.select(scope))
         series = [build(await self._aggregates.select(part)) for part in scope.windows()]
         return whole, series
@@ -83,7 +81,9 @@ class Reports:
         whole, series = await self._series(scope, build)
         return pb.ComputeDataQualityResponse(report=whole, series=series)
 
-    async def performance(self, request: pb.ComputePerformanceRequest) -> pb.ComputePerformanceResponse:
+    async def performance(
+        self, request: pb.ComputePerformanceRequest
+    ) -> pb.ComputePerformanceResponse:
         scope = scope_of(request.scope, self._aggregates.base_s)
         threshold = request.options.decision_threshold
         if request.options.HasField("decision_threshold") and not 0 <= threshold <= 1:
@@ -112,8 +112,10 @@ class Reports:
         scope = scope_of(request.scope, self._aggregates.base_s)
         if scope.variant:
             raise InvalidArgument("scope.variant: must be empty; name the variants to compare")
-        for field, name in (("baseline_variant", request.baseline_variant),
-                            ("candidate_variant", request.candidate_variant)):
+        for field, name in (
+            ("baseline_variant", request.baseline_variant),
+            ("candidate_variant", request.candidate_variant),
+        ):
             if not name:
                 raise InvalidArgument(f"{field}: required")
         level = request.confidence_level if request.HasField("confidence_level") else 0.95
@@ -129,10 +131,14 @@ class Reports:
                 if check and not selection.rows:
                     raise NotFound(f"variant '{name}' has no rows in the range")
                 sides.append(held)
-            report = variants.comparison_report(sides[0], sides[1], list(request.metrics), level, min_samples)
+            report = variants.comparison_report(
+                sides[0], sides[1], list(request.metrics), level, min_samples
+            )
             for comparison in report.comparisons:
-                for value, held, name in ((comparison.baseline, sides[0], request.baseline_variant),
-                                          (comparison.candidate, sides[1], request.candidate_variant)):
+                for value, held, name in (
+                    (comparison.baseline, sides[0], request.baseline_variant),
+                    (comparison.candidate, sides[1], request.candidate_variant),
+                ):
                     value.variant = name
                     value.versions.extend(h.reference.version for h in held if h.rows)
             report.window.CopyFrom(window_of(part))

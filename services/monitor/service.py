@@ -61,7 +61,9 @@ def source_id(settings: MonitorSettings, url: str) -> str:
     return settings.instance_id or "monitor-" + hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-def build_monitor(settings: MonitorSettings, registry: registry_pb2_grpc.RegistryServiceStub) -> Monitor:
+def build_monitor(
+    settings: MonitorSettings, registry: registry_pb2_grpc.RegistryServiceStub
+) -> Monitor:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.database("monitor.db")
     engine = make_engine(url)
@@ -71,7 +73,10 @@ def build_monitor(settings: MonitorSettings, registry: registry_pb2_grpc.Registr
     aggregates = Aggregates(db, references, settings.bucket_s)
     metrics = AlertMetrics(aggregates, references)
     alerting = Alerting(
-        db, settings, check_rule=metrics.check, evaluate=metrics.evaluate,
+        db,
+        settings,
+        check_rule=metrics.check,
+        evaluate=metrics.evaluate,
     )
     common = {
         "bucket_s": settings.bucket_s,
@@ -95,12 +100,15 @@ def build_monitor(settings: MonitorSettings, registry: registry_pb2_grpc.Registr
 async def open_monitor(
     settings: MonitorSettings, provider: TracerProvider, metrics: CollectorRegistry
 ) -> AsyncIterator[ServerDeps]:
-    channel = create_channel(settings.registry_address, tracer_provider=provider,
-                             services=[REGISTRY_SERVICE])
+    channel = create_channel(
+        settings.registry_address, tracer_provider=provider, services=[REGISTRY_SERVICE]
+    )
     monitor = build_monitor(settings, registry_pb2_grpc.RegistryServiceStub(channel))
     binding = ServiceBinding(
         SERVICE_NAME,
-        lambda server: monitor_pb2_grpc.add_MonitorServiceServicer_to_server(monitor.servicer, server),
+        lambda server: monitor_pb2_grpc.add_MonitorServiceServicer_to_server(
+            monitor.servicer, server
+        ),
     )
     await monitor.alerting.start()
     expiry = asyncio.create_task(monitor.expire_forever())

@@ -162,7 +162,9 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
         result = await self.ingestor.submit(request.batch)
         return pb.LogPredictionBatchResponse(ack=ack(request.batch, result, self.window))
 
-    async def LogFeedback(self, request: pb.LogFeedbackRequest, context: Context) -> pb.LogFeedbackResponse:
+    async def LogFeedback(
+        self, request: pb.LogFeedbackRequest, context: Context
+    ) -> pb.LogFeedbackResponse:
         counts = await self.feedback.log(request)
         return pb.LogFeedbackResponse(
             matched_count=counts.matched,
@@ -171,10 +173,14 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
             duplicate_count=counts.duplicate,
         )
 
-    async def GetPrediction(self, request: pb.GetPredictionRequest, context: Context) -> pb.GetPredictionResponse:
+    async def GetPrediction(
+        self, request: pb.GetPredictionRequest, context: Context
+    ) -> pb.GetPredictionResponse:
         return await self.predictions.get(request)
 
-    async def ComputeDrift(self, request: pb.ComputeDriftRequest, context: Context) -> pb.ComputeDriftResponse:
+    async def ComputeDrift(
+        self, request: pb.ComputeDriftRequest, context: Context
+    ) -> pb.ComputeDriftResponse:
         return await self.reports.drift(request)
 
     async def ComputeDataQuality(

@@ -15,7 +15,15 @@ from services.monitor.performance import Joined, confusion, metric, pool, values
 
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae"}
 LABEL_FREE = {"selection_rate", "mean_prediction"}
-CLASSIFIER_METRICS = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "selection_rate"}
+CLASSIFIER_METRICS = {
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "selection_rate",
+}
 REGRESSOR_METRICS = {"rmse", "mae", "r2"}
 
 
@@ -27,14 +35,20 @@ class Side:
 
 
 def default_metrics(joined: Joined) -> list[str]:
-    declared = [o.metric for o in joined.reference.objectives if o.metric in CLASSIFIER_METRICS | REGRESSOR_METRICS]
+    declared = [
+        o.metric
+        for o in joined.reference.objectives
+        if o.metric in CLASSIFIER_METRICS | REGRESSOR_METRICS
+    ]
     if declared:
         return list(dict.fromkeys(declared))
     return ["accuracy"] if joined.reference.classifier else ["rmse"]
 
 
 def check_metrics(joined: Joined, names: list[str]) -> None:
-    allowed = (CLASSIFIER_METRICS if joined.reference.classifier else REGRESSOR_METRICS) | {"mean_prediction"}
+    allowed = (CLASSIFIER_METRICS if joined.reference.classifier else REGRESSOR_METRICS) | {
+        "mean_prediction"
+    }
     for name in names:
         if name not in allowed:
             raise InvalidArgument(
@@ -76,8 +90,9 @@ def _side(joined: Joined, name: str) -> tuple[float, int, tuple[float, ...]] | N
     return value, n, ()
 
 
-def compare_metric(name: str, base: Joined, cand: Joined, level: float, min_samples: int
-                   ) -> rp.VariantComparison:
+def compare_metric(
+    name: str, base: Joined, cand: Joined, level: float, min_samples: int
+) -> rp.VariantComparison:
     result = rp.VariantComparison(metric=name)
     b, c = _side(base, name), _side(cand, name)
     if b is None or c is None or min(b[1], c[1]) < max(min_samples, 2):
@@ -92,12 +107,19 @@ def compare_metric(name: str, base: Joined, cand: Joined, level: float, min_samp
     result.baseline.metric.CopyFrom(metric(name, b[0], b[1]))
     result.candidate.metric.CopyFrom(metric(name, c[0], c[1]))
     result.difference = c[0] - b[0]
-    result.difference_interval.CopyFrom(rp.ConfidenceInterval(lower=comparison.lower, upper=comparison.upper, level=level))
+    result.difference_interval.CopyFrom(
+        rp.ConfidenceInterval(lower=comparison.lower, upper=comparison.upper, level=level)
+    )
     result.p_value = comparison.p_value
     z = _z(level)
-    for side, message, value, n in ((b, result.baseline, b[0], b[1]), (c, result.candidate, c[0], c[1])):
+    for side, message, value, n in (
+        (b, result.baseline, b[0], b[1]),
+        (c, result.candidate, c[0], c[1]),
+    ):
         se = _se(name, side, value, n)
-        message.interval.CopyFrom(rp.ConfidenceInterval(lower=value - z * se, upper=value + z * se, level=level))
+        message.interval.CopyFrom(
+            rp.ConfidenceInterval(lower=value - z * se, upper=value + z * se, level=level)
+        )
     return result
 
 
@@ -110,7 +132,11 @@ def _z(level: float) -> float:
 def _se(name: str, side: tuple[float, int, tuple[float, ...]], value: float, n: int) -> float:
     if name in ("accuracy", "precision", "recall", "selection_rate") or n < 1:
         return math.sqrt(max(value * (1 - value), 0.0) / max(n, 1))
-    return abs(value) / math.sqrt(n) if name not in ("log_loss", "mae", "mean_prediction") else _mean_se(name, side)
+    return (
+        abs(value) / math.sqrt(n)
+        if name not in ("log_loss", "mae", "mean_prediction")
+        else _mean_se(name, side)
+    )
 
 
 def _mean_se(name: str, side: tuple[float, int, tuple[float, ...]]) -> float:
@@ -127,29 +153,43 @@ def _mean_se(name: str, side: tuple[float, int, tuple[float, ...]]) -> float:
 def _test(name, base, cand, b, c, level):  # type: ignore[no-untyped-def]
     if name in ("accuracy", "precision", "recall", "selection_rate"):
         (xb, nb), (xc, nc) = b[2], c[2]
-        return rp.COMPARISON_TEST_TWO_PROPORTION_Z, metrics_math.two_proportion_z(xb, nb, xc, nc, level)
+        return rp.COMPARISON_TEST_TWO_PROPORTION_Z, metrics_math.two_proportion_z(
+            xb, nb, xc, nc, level
+        )
     if name in ("log_loss", "mean_prediction"):
         return rp.COMPARISON_TEST_WELCH_T, metrics_math.welch_t(*b[2], *c[2], level)
     if name == "mae":
         rb, rc = b[2], c[2]
-        return rp.COMPARISON_TEST_WELCH_T, metrics_math.welch_t(int(rb[0]), rb[3], rb[2], int(rc[0]), rc[3], rc[2], level)
+        return rp.COMPARISON_TEST_WELCH_T, metrics_math.welch_t(
+            int(rb[0]), rb[3], rb[2], int(rc[0]), rc[3], rc[2], level
+        )
     if name == "rmse":
         rb, rc = b[2], c[2]
         mse = metrics_math.welch_t(int(rb[0]), rb[2], rb[6], int(rc[0]), rc[2], rc[6], level)
         # The test is on the mean squared error; the interval maps to RMSE by the delta method.
         scale = 2 * max((b[0] + c[0]) / 2, 1e-12)
         return rp.COMPARISON_TEST_WELCH_T, metrics_math.Comparison(
-            c[0] - b[0], c[0] - b[0] - (mse.difference - mse.lower) / scale,
-            c[0] - b[0] + (mse.upper - mse.difference) / scale, mse.p_value, mse.standard_error / scale)
+            c[0] - b[0],
+            c[0] - b[0] - (mse.difference - mse.lower) / scale,
+            c[0] - b[0] + (mse.upper - mse.difference) / scale,
+            mse.p_value,
+            mse.standard_error / scale,
+        )
     if name == "roc_auc":
         se = [metrics_math.hanley_mcneil_se(v[0], *_classes(j)) for v, j in ((b, base), (c, cand))]
-        return rp.COMPARISON_TEST_HANLEY_MCNEIL, metrics_math.delta_method(b[0], se[0], c[0], se[1], level)
+        return rp.COMPARISON_TEST_HANLEY_MCNEIL, metrics_math.delta_method(
+            b[0], se[0], c[0], se[1], level
+        )
     if name == "f1":
         se = [_f1_se(j) for j in (base, cand)]
-        return rp.COMPARISON_TEST_DELTA_METHOD, metrics_math.delta_method(b[0], se[0], c[0], se[1], level)
+        return rp.COMPARISON_TEST_DELTA_METHOD, metrics_math.delta_method(
+            b[0], se[0], c[0], se[1], level
+        )
     rb, rc = b[2], c[2]
     se = [metrics_math.r2_standard_error(int(r[0]), r[1], r[2], r[4], r[5], r[7]) for r in (rb, rc)]
-    return rp.COMPARISON_TEST_DELTA_METHOD, metrics_math.delta_method(b[0], se[0], c[0], se[1], level)
+    return rp.COMPARISON_TEST_DELTA_METHOD, metrics_math.delta_method(
+        b[0], se[0], c[0], se[1], level
+    )
 
 
 def _classes(joined: Joined) -> tuple[int, int]:
@@ -171,8 +211,13 @@ def _f1_se(joined: Joined) -> float:
     return metrics_math.f1_standard_error(tp, fp, fn) if tp + fp + fn else 0.0
 
 
-def comparison_report(baseline: list, candidate: list, names: list[str], level: float,  # type: ignore[type-arg]
-                      min_samples: int) -> rp.VariantComparisonReport:
+def comparison_report(
+    baseline: list,
+    candidate: list,
+    names: list[str],
+    level: float,  # type: ignore[type-arg]
+    min_samples: int,
+) -> rp.VariantComparisonReport:
     base, cand = pool(baseline), pool(candidate)
     report = rp.VariantComparisonReport()
     if base is None or cand is None:
@@ -190,8 +235,10 @@ def comparison_report(baseline: list, candidate: list, names: list[str], level: 
                 result.verdict = rp.COMPARISON_VERDICT_NO_DIFFERENCE
             else:
                 better = (result.difference < 0) == (result.metric in LOWER_IS_BETTER)
-                result.verdict = (rp.COMPARISON_VERDICT_CANDIDATE_BETTER if better
-                                  else rp.COMPARISON_VERDICT_CANDIDATE_WORSE)
+                result.verdict = (
+                    rp.COMPARISON_VERDICT_CANDIDATE_BETTER
+                    if better
+                    else rp.COMPARISON_VERDICT_CANDIDATE_WORSE
+                )
     report.comparisons.extend(results)
     return report
-

@@ -24,11 +24,26 @@ from tests.support.processes import spawn, wait_ready
 ROWS = 200
 
 
-def start(tmp: Path, service: str, name: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def start(
+    tmp: Path, service: str, name: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
     ready = tmp / f"{name}.json"
     ready.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "keel", service, "serve", "--port", "0", "--metrics-port", "0",
-            "--data-dir", str(tmp / name), "--ready-file", str(ready)]
+    argv = [
+        sys.executable,
+        "-m",
+        "keel",
+        service,
+        "serve",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--data-dir",
+        str(tmp / name),
+        "--ready-file",
+        str(ready),
+    ]
     proc = spawn(argv, env=env)
     return proc, wait_ready(proc, ready).address
 
@@ -56,8 +71,14 @@ def registry(tmp: Path) -> Iterator[str]:
 def batches(version: int, count: int) -> list[ingest_pb2.PredictionBatch]:
     x = frame(ROWS * count, 21, shift=0.3).to_numpy()
     return [
-        batch("churn", version, x[i * ROWS : (i + 1) * ROWS], [f"r{i}-{j}" for j in range(ROWS)],
-              producer="inference-7", sequence=i + 1)
+        batch(
+            "churn",
+            version,
+            x[i * ROWS : (i + 1) * ROWS],
+            [f"r{i}-{j}" for j in range(ROWS)],
+            producer="inference-7",
+            sequence=i + 1,
+        )
         for i in range(count)
     ]
 
@@ -70,7 +91,10 @@ async def rows_counted(stub: pb_grpc.MonitorServiceStub) -> int:
 
 
 async def send_until_killed(
-    address: str, sent: list[ingest_pb2.PredictionBatch], proc: subprocess.Popen[str], kill_after: int
+    address: str,
+    sent: list[ingest_pb2.PredictionBatch],
+    proc: subprocess.Popen[str],
+    kill_after: int,
 ) -> int:
     """Stream every batch; SIGKILL the monitor after ``kill_after`` acks. Returns the
     highest sequence acknowledged before the kill."""
@@ -90,7 +114,11 @@ async def send_until_killed(
                     if reply.ack.sequence == kill_after:
                         proc.kill()
         except grpc.aio.AioRpcError as error:
-            assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL)
+            assert error.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.INTERNAL,
+            )
     return acked
 
 
@@ -111,10 +139,12 @@ async def test_sigkill_loses_nothing_acknowledged_and_resends_count_once(tmp_pat
                 assert await rows_counted(stub) >= acked * ROWS
 
                 async def resume() -> AsyncIterator[pb.LogPredictionsRequest]:
-                    yield pb.LogPredictionsRequest(open=ingest_pb2.LogStreamOpen(producer_id="inference-7"))
+                    yield pb.LogPredictionsRequest(
+                        open=ingest_pb2.LogStreamOpen(producer_id="inference-7")
+                    )
                     # A careful producer resends everything not acknowledged — and, to
                     # make the point, the last few that were.
-                    for message in sent[max(acked - 5, 0):]:
+                    for message in sent[max(acked - 5, 0) :]:
                         yield pb.LogPredictionsRequest(batch=message)
 
                 replies = [r async for r in stub.LogPredictions(resume(), timeout=60)]
@@ -127,11 +157,16 @@ async def test_sigkill_loses_nothing_acknowledged_and_resends_count_once(tmp_pat
 
 async def report(stub: pb_grpc.MonitorServiceStub) -> tuple[object, ...]:
     scope = rp.ReportScope(model="models/churn")
-    drift = await stub.ComputeDrift(pb.ComputeDriftRequest(scope=scope, options=rp.DriftOptions(include_bins=True)))
+    drift = await stub.ComputeDrift(
+        pb.ComputeDriftRequest(scope=scope, options=rp.DriftOptions(include_bins=True))
+    )
     quality = await stub.ComputeDataQuality(pb.ComputeDataQualityRequest(scope=scope))
     perf = await stub.ComputePerformance(pb.ComputePerformanceRequest(scope=scope))
     return (
-        [(f.feature, f.current_count, list(f.bins.current_counts), round(f.statistic, 9)) for f in drift.report.features],
+        [
+            (f.feature, f.current_count, list(f.bins.current_counts), round(f.statistic, 9))
+            for f in drift.report.features
+        ],
         quality.report.row_count,
         [(m.name, round(m.value, 12), m.sample_count) for m in perf.report.metrics],
         list(perf.report.confusion.counts),
@@ -155,7 +190,9 @@ async def test_two_monitors_merged_answer_like_one(tmp_path: Path) -> None:
             rng = np.random.default_rng(3)
             for i, message in enumerate(sent):
                 for stub in ((a if i % 2 else b), whole):
-                    await stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message), timeout=30)
+                    await stub.LogPredictionBatch(
+                        pb.LogPredictionBatchRequest(batch=message), timeout=30
+                    )
                 x = np.column_stack([np.frombuffer(c.raw.data) for c in message.features])
                 truth = np.where(rng.random(ROWS) < 0.2, 1 - labels_for(x), labels_for(x))
                 ids = [f"r{i}-{j}" for j in range(ROWS)]
@@ -163,7 +200,9 @@ async def test_two_monitors_merged_answer_like_one(tmp_path: Path) -> None:
                     await stub.LogFeedback(feedback("churn", ids, truth), timeout=30)
             exported = [
                 bucket
-                async for page in b.ExportAggregates(pb.ExportAggregatesRequest(model="models/churn"))
+                async for page in b.ExportAggregates(
+                    pb.ExportAggregatesRequest(model="models/churn")
+                )
                 for bucket in page.buckets
             ]
             merged = await a.MergeAggregates(pb.MergeAggregatesRequest(buckets=exported))
@@ -177,4 +216,3 @@ async def test_two_monitors_merged_answer_like_one(tmp_path: Path) -> None:
         finally:
             for proc in procs:
                 stop(proc)
-

@@ -17,15 +17,22 @@ def scope(name: str, **fields: object) -> rp.ReportScope:
     return rp.ReportScope(model=f"models/{name}", **fields)  # type: ignore[arg-type]
 
 
-async def test_drift_flags_exactly_the_shifted_feature(monitor: Monitor, registry_address: str) -> None:
+async def test_drift_flags_exactly_the_shifted_feature(
+    monitor: Monitor, registry_address: str
+) -> None:
     version = await log_classifier(registry_address, "churn")
     x = frame(5000, 7, shift=0.8).to_numpy()
     ids = [f"p{i}" for i in range(len(x))]
-    ack = (await monitor.stub.LogPredictionBatch(
-        pb.LogPredictionBatchRequest(batch=batch("churn", version, x, ids, sequence=1)), timeout=30
-    )).ack
+    ack = (
+        await monitor.stub.LogPredictionBatch(
+            pb.LogPredictionBatchRequest(batch=batch("churn", version, x, ids, sequence=1)),
+            timeout=30,
+        )
+    ).ack
     assert ack.outcome == ingest_pb2.BATCH_OUTCOME_APPLIED and ack.applied_rows == 5000
-    reply = await monitor.stub.ComputeDrift(pb.ComputeDriftRequest(scope=scope("churn")), timeout=30)
+    reply = await monitor.stub.ComputeDrift(
+        pb.ComputeDriftRequest(scope=scope("churn")), timeout=30
+    )
     drifted = {f.feature: f.drifted for f in reply.report.features}
     assert drifted == {"x0": True, "x1": False, "x2": False, "x3": False}
     x0 = reply.report.features[0]
@@ -48,11 +55,15 @@ async def test_resent_batch_is_counted_once(monitor: Monitor, registry_address: 
     message.sequence = 0
     third = await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
     assert third.ack.applied_rows == 0 and third.ack.duplicate_rows == 200
-    quality = await monitor.stub.ComputeDataQuality(pb.ComputeDataQualityRequest(scope=scope("churn")))
+    quality = await monitor.stub.ComputeDataQuality(
+        pb.ComputeDataQualityRequest(scope=scope("churn"))
+    )
     assert quality.report.row_count == 200
 
 
-async def test_feedback_gives_performance_matching_sklearn(monitor: Monitor, registry_address: str) -> None:
+async def test_feedback_gives_performance_matching_sklearn(
+    monitor: Monitor, registry_address: str
+) -> None:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
     version = await log_classifier(registry_address, "churn")
@@ -77,15 +88,21 @@ async def test_feedback_gives_performance_matching_sklearn(monitor: Monitor, reg
     assert perf.report.labeled_count == 3000 and perf.report.label_coverage == 1.0
 
 
-async def test_unknown_model_and_bad_columns_are_refused(monitor: Monitor, registry_address: str) -> None:
+async def test_unknown_model_and_bad_columns_are_refused(
+    monitor: Monitor, registry_address: str
+) -> None:
     version = await log_classifier(registry_address, "churn")
     x = frame(10, 3).to_numpy()
     missing = batch("nope", 1, x, [f"p{i}" for i in range(10)])
-    error = await rpc_error(monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=missing)))
+    error = await rpc_error(
+        monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=missing))
+    )
     assert error.code() == grpc.StatusCode.NOT_FOUND
     short = batch("churn", version, x, [f"p{i}" for i in range(10)])
     short.features[1].raw.data = short.features[1].raw.data[:-8]
-    error = await rpc_error(monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=short)))
+    error = await rpc_error(
+        monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=short))
+    )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "x1" in (error.details() or "") and "Traceback" not in (error.details() or "")
     error = await rpc_error(monitor.stub.ComputeDrift(pb.ComputeDriftRequest(scope=scope("ghost"))))

@@ -19,11 +19,19 @@ def open_message(producer: str) -> pb.LogPredictionsRequest:
     return pb.LogPredictionsRequest(open=ingest_pb2.LogStreamOpen(producer_id=producer))
 
 
-def batches(version: int, count: int, rows: int = 100, first: int = 1) -> list[ingest_pb2.PredictionBatch]:
+def batches(
+    version: int, count: int, rows: int = 100, first: int = 1
+) -> list[ingest_pb2.PredictionBatch]:
     x = frame(rows * count, 5).to_numpy()
     return [
-        batch("churn", version, x[i * rows : (i + 1) * rows],
-              [f"b{first + i}-{j}" for j in range(rows)], producer="inference-0", sequence=first + i)
+        batch(
+            "churn",
+            version,
+            x[i * rows : (i + 1) * rows],
+            [f"b{first + i}-{j}" for j in range(rows)],
+            producer="inference-0",
+            sequence=first + i,
+        )
         for i in range(count)
     ]
 
@@ -62,7 +70,10 @@ async def test_every_batch_acked_in_order_and_a_resend_counts_once(
     replies = await stream(monitor, sent[30:] + batches(version, 5, first=41))
     assert replies[0].ready.applied_through_sequence == 40
     outcomes = [r.ack.outcome for r in replies[1:]]
-    assert outcomes == [ingest_pb2.BATCH_OUTCOME_DUPLICATE] * 10 + [ingest_pb2.BATCH_OUTCOME_APPLIED] * 5
+    assert (
+        outcomes
+        == [ingest_pb2.BATCH_OUTCOME_DUPLICATE] * 10 + [ingest_pb2.BATCH_OUTCOME_APPLIED] * 5
+    )
     assert await rows_counted(monitor) == 45 * 100
 
 
@@ -74,7 +85,9 @@ async def test_a_bad_batch_is_rejected_and_the_stream_goes_on(
     sent[1].features[0].raw.data = b"\x00" * 7
     acks = [r.ack for r in (await stream(monitor, sent))[1:]]
     assert [a.outcome for a in acks] == [
-        ingest_pb2.BATCH_OUTCOME_APPLIED, ingest_pb2.BATCH_OUTCOME_REJECTED, ingest_pb2.BATCH_OUTCOME_APPLIED,
+        ingest_pb2.BATCH_OUTCOME_APPLIED,
+        ingest_pb2.BATCH_OUTCOME_REJECTED,
+        ingest_pb2.BATCH_OUTCOME_APPLIED,
     ]
     assert acks[1].error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "x0" in acks[1].error_message

@@ -30,7 +30,9 @@ def shapes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
-def city(rng: np.random.Generator, n: int, mix: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)) -> np.ndarray:
+def city(
+    rng: np.random.Generator, n: int, mix: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
+) -> np.ndarray:
     return rng.choice(len(CITIES), size=n, p=mix)
 
 
@@ -38,20 +40,29 @@ def reference_for(seed: int) -> ModelReference:
     rng = np.random.default_rng(seed)
     numeric = shapes(rng, REFERENCE_ROWS)
     cities = city(rng, REFERENCE_ROWS)
-    columns = {name: column_reference(numeric_profile(name, values)) for name, values in numeric.items()}
+    columns = {
+        name: column_reference(numeric_profile(name, values)) for name, values in numeric.items()
+    }
     columns["city"] = column_reference(categorical_profile("city", [CITIES[c] for c in cities]))
     columns["prediction"] = column_reference(numeric_profile("prediction", rng.random(1000)))
     features = tuple(FeatureSpec(name, "numeric") for name in numeric) + (
         FeatureSpec("city", "categorical", categories=CITIES),
     )
     return ModelReference(
-        model="m", version=1, task=BINARY, features=features, class_labels=("0", "1"),
-        columns={k: v for k, v in columns.items() if v is not None}, row_count=REFERENCE_ROWS,
+        model="m",
+        version=1,
+        task=BINARY,
+        features=features,
+        class_labels=("0", "1"),
+        columns={k: v for k, v in columns.items() if v is not None},
+        row_count=REFERENCE_ROWS,
         digest="d",
     )
 
 
-def verdicts(reference: ModelReference, numeric: dict[str, np.ndarray], cities: np.ndarray) -> dict[str, bool]:
+def verdicts(
+    reference: ModelReference, numeric: dict[str, np.ndarray], cities: np.ndarray
+) -> dict[str, bool]:
     state = State.empty(reference.layout)
     index = reference.layout.categories["city"].index
     codes = np.array([index[c] for c in CITIES])[cities]
@@ -88,7 +99,13 @@ def test_exactly_the_changed_features_drift(reference: ModelReference, rows: int
     mean = current["bimodal"].mean()
     current["bimodal"] = mean + (current["bimodal"] - mean) * 2**0.5  # doubled variance
     found = verdicts(reference, current, city(rng, rows, (0.1, 0.2, 0.3, 0.4)))
-    assert found == {"normal": True, "skewed": False, "discrete": False, "bimodal": True, "city": True}
+    assert found == {
+        "normal": True,
+        "skewed": False,
+        "discrete": False,
+        "bimodal": True,
+        "city": True,
+    }
 
 
 @pytest.mark.parametrize("rows", [100_000, 1_000_000])
@@ -97,7 +114,11 @@ def test_doubled_variance_is_drift(reference: ModelReference, rows: int) -> None
     current = shapes(rng, rows)
     current["normal"] = 10 + (current["normal"] - 10) * 2**0.5
     assert verdicts(reference, current, city(rng, rows)) == {
-        "normal": True, "skewed": False, "discrete": False, "bimodal": False, "city": False,
+        "normal": True,
+        "skewed": False,
+        "discrete": False,
+        "bimodal": False,
+        "city": False,
     }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.monitor.aggregates import State
+from services.monitor.numeric_block import count_block
 from services.monitor.reference import (
     BINARY,
     GRID_CELLS,
@@ -113,7 +114,10 @@ def count_categorical(state: State, prefix: str, codes: Ints, missing: Mask) -> 
 
 def count_predictions(state: State, reference: ModelReference, rows: Rows) -> None:
     """Add logged predictions (inputs and outputs) to ``state``."""
+    counted = count_block(state, reference.block, rows.numeric)
     for feature in reference.features:
+        if feature.name in counted:
+            continue
         if feature.name in rows.numeric:
             values, missing = rows.numeric[feature.name]
             bounds = (feature.range_min, feature.range_max)

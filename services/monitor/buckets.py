@@ -48,14 +48,20 @@ class _Held:
 
 
 class BucketWriter:
-    """Adds deltas to buckets within one transaction; ``flush`` writes them."""
+    """Adds deltas to buckets within one transaction; ``flush`` writes them.
+
+    Rows are counted into one delta per key and base bucket for the whole transaction;
+    ``flush`` merges each delta into the base bucket and its roll-ups, reading and
+    writing each of them once.
+    """
 
     def __init__(self, connection: Connection, base_s: int) -> None:
         self._connection = connection
         self.base_s = base_s
         self._widths = widths(base_s)
+        self._deltas: dict[tuple[Key, int], _Held] = {}
         self._held: dict[tuple[Key, int, int], _Held] = {}
-        self._references: dict[tuple[Key, int, int], ModelReference] = {}
+        self._references: dict[Key, ModelReference] = {}
 
     def add(
         self,
@@ -66,20 +72,29 @@ class BucketWriter:
         rows: int = 0,
         labeled: int = 0,
     ) -> None:
-        """Count into every width's bucket holding ``time_s``: ``fill`` adds to a fresh
-        delta once, which then merges into each of them."""
-        delta = State.empty(reference.layout)
-        fill(delta)
-        for width in self._widths:
-            slot = (key, width, time_s // width * width)
-            held = self._held.get(slot)
-            if held is None:
-                held = self._load(slot, reference)
-                self._held[slot] = held
-                self._references[slot] = reference
-            held.state.merge(delta)
-            held.rows += rows
-            held.labeled += labeled
+        """Count into the buckets holding ``time_s``: ``fill`` adds to this
+        transaction's delta for the key and base bucket."""
+        slot = (key, time_s // self.base_s * self.base_s)
+        delta = self._deltas.get(slot)
+        if delta is None:
+            delta = self._deltas[slot] = _Held(State.empty(reference.layout), False)
+            self._references[key] = reference
+        fill(delta.state)
+        delta.rows += rows
+        delta.labeled += labeled
+
+    def _merge_deltas(self) -> None:
+        for (key, start), delta in self._deltas.items():
+            reference = self._references[key]
+            for width in self._widths:
+                slot = (key, width, start // width * width)
+                held = self._held.get(slot)
+                if held is None:
+                    held = self._held[slot] = self._load(slot, reference)
+                held.state.merge(delta.state)
+                held.rows += delta.rows
+                held.labeled += delta.labeled
+        self._deltas.clear()
 
     def _load(self, slot: tuple[Key, int, int], reference: ModelReference) -> _Held:
         query = select(BUCKETS.c.state).where(_match(BUCKETS, slot))
@@ -92,6 +107,7 @@ class BucketWriter:
         return _Held(state, True)
 
     def flush(self) -> None:
+        self._merge_deltas()
         for slot in sorted(self._held):
             held = self._held[slot]
             key, width, start = slot
@@ -114,7 +130,7 @@ class BucketWriter:
                 if done.first() is not None:
                     continue
                 # Another replica created it meanwhile: add ours to theirs.
-                theirs = self._load(slot, self._references[slot])
+                theirs = self._load(slot, self._references[key])
                 theirs.state.merge(held.state)
                 held = _Held(theirs.state, True, held.rows, held.labeled)
             self._connection.execute(

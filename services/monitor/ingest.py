@@ -10,19 +10,23 @@ commit. Decoding and counting run in the database thread, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.db import Database
 from services.common.errors import DomainError, ResourceExhausted, Unavailable
 from services.monitor import columns
-from services.monitor.accumulate import count_predictions
+from services.monitor.accumulate import Rows, count_predictions
+from services.monitor.aggregates import State
 from services.monitor.batches import DecodedBatch, decode, invalid, unseen_values
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
 from services.monitor.feedback import join_labels, pending_for
@@ -122,7 +126,7 @@ class Ingestor:
     def _apply_group(
         self, connection: Connection, group: list[_Item]
     ) -> list[BatchResult | DomainError]:
-        writer = BucketWriter(connection, self._bucket_s)
+        state = _GroupState(connection, BucketWriter(connection, self._bucket_s))
         outcomes: list[BatchResult | DomainError] = []
         for item in group:
             try:
@@ -130,46 +134,81 @@ class Ingestor:
             except DomainError as error:
                 outcomes.append(error)
                 continue
-            outcomes.append(self._apply(connection, writer, item, decoded))
-        writer.flush()
+            outcomes.append(self._apply(state, item, decoded))
+        state.writer.flush()
+        now = time.time_ns()
+        for producer, sequence in state.moved.items():
+            _set_mark(connection, producer, sequence, now)
         return outcomes
 
-    def _apply(
-        self, connection: Connection, writer: BucketWriter, item: _Item, decoded: DecodedBatch
-    ) -> BatchResult:
+    def _apply(self, group: _GroupState, item: _Item, decoded: DecodedBatch) -> BatchResult:
         batch, reference = item.batch, item.reference
-        mark = _mark(connection, batch.producer_id, lock=True)
+        connection, writer = group.connection, group.writer
+        mark = group.mark(batch.producer_id)
         if 0 < batch.sequence <= mark:
             return BatchResult(DUPLICATE, mark, 0, batch.row_count, decoded.ignored_columns)
         now = time.time_ns()
         key = Key(reference.model, reference.version, _name(batch.deployment), batch.variant)
-        fresh = np.ones(decoded.row_count, dtype=bool)
+        rows, times, kept = decoded.rows, decoded.times, decoded.row_count
         if decoded.row_count:
             segment = _store_segment(connection, batch, key, now + self._join_window_ns)
             fresh = _store_ids(connection, key.model, decoded.ids, segment)
-        kept = np.flatnonzero(fresh)
-        rows = decoded.rows.take(kept)
-        seconds = decoded.times[kept] // NS
+            if not fresh.all():
+                chosen = np.flatnonzero(fresh)
+                rows, times, kept = rows.take(chosen), times[chosen], len(chosen)
+        starts = times // NS // self._bucket_s * self._bucket_s
         unseen = unseen_values(batch, reference) if reference.layout.categories else {}
-        for start in np.unique(seconds // self._bucket_s * self._bucket_s):
-            chosen = np.flatnonzero(seconds // self._bucket_s * self._bucket_s == start)
-
-            def fill(state, chosen=chosen):  # type: ignore[no-untyped-def]
-                count_predictions(state, reference, rows.take(chosen))
-                for column, values in unseen.items():
-                    state.add_unseen(column, values)
-
-            writer.add(key, reference, int(start), fill, rows=len(chosen))
+        buckets = np.unique(starts)
+        for start in buckets:
+            chosen = None if len(buckets) == 1 else np.flatnonzero(starts == start)
+            part = rows if chosen is None else rows.take(chosen)
+            count = kept if chosen is None else len(chosen)
+            writer.add(key, reference, int(start), _filler(reference, part, unseen), rows=count)
             unseen = {}
         if batch.rejections:
             _count_rejections(writer, key, reference, batch, now)
-        if len(kept) and pending_for(connection, key.model):
-            join_labels(connection, writer, reference, [decoded.ids[i] for i in kept], now)
+        if kept and group.pending(key.model):
+            ids = decoded.ids if kept == decoded.row_count else _kept_ids(decoded, fresh)
+            join_labels(connection, writer, reference, ids, now)
         if batch.sequence > mark:
-            _set_mark(connection, batch.producer_id, batch.sequence, now)
+            group.marks[batch.producer_id] = group.moved[batch.producer_id] = batch.sequence
             mark = batch.sequence
-        duplicates = decoded.row_count - len(kept)
-        return BatchResult(APPLIED, mark, len(kept), duplicates, decoded.ignored_columns)
+        duplicates = decoded.row_count - kept
+        return BatchResult(APPLIED, mark, kept, duplicates, decoded.ignored_columns)
+
+
+@dataclass
+class _GroupState:
+    """What one group's transaction reads once: producers' marks, pending labels."""
+
+    connection: Connection
+    writer: BucketWriter
+    marks: dict[str, int] = field(default_factory=dict)
+    moved: dict[str, int] = field(default_factory=dict)
+    pending_models: dict[str, bool] = field(default_factory=dict)
+
+    def mark(self, producer: str) -> int:
+        if producer not in self.marks:
+            self.marks[producer] = _mark(self.connection, producer, lock=True)
+        return self.marks[producer]
+
+    def pending(self, model: str) -> bool:
+        if model not in self.pending_models:
+            self.pending_models[model] = pending_for(self.connection, model)
+        return self.pending_models[model]
+
+
+def _filler(reference: ModelReference, rows: Rows, unseen: dict[str, dict[str, int]]):  # type: ignore[no-untyped-def]
+    def fill(state: State) -> None:
+        count_predictions(state, reference, rows)
+        for column, values in unseen.items():
+            state.add_unseen(column, values)
+
+    return fill
+
+
+def _kept_ids(decoded: DecodedBatch, fresh: npt.NDArray[np.bool_]) -> list[str]:
+    return [pid for pid, keep in zip(decoded.ids, fresh, strict=True) if keep]
 
 
 def check_batch(batch: ingest_pb2.PredictionBatch, max_rows: int) -> None:
@@ -231,22 +270,46 @@ def _store_segment(
     return int(row[0])
 
 
-def _store_ids(connection: Connection, model: str, ids: list[str], segment: int) -> np.ndarray:
+INSERT_IDS = {
+    # One statement per batch, the ids as one array parameter: per-row parameter binding
+    # was most of the cost of a batch.
+    "sqlite": (
+        'INSERT INTO monitor_prediction_ids (model, prediction_id, segment, "row", labeled) '
+        "SELECT ?, value, ?, key, 0 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
+    ),
+    "postgresql": (
+        'INSERT INTO monitor_prediction_ids (model, prediction_id, segment, "row", labeled) '
+        "SELECT %(model)s, id, %(segment)s, ord - 1, false "
+        "FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS t(id, ord) ON CONFLICT DO NOTHING"
+    ),
+}
+KNOWN_IDS = {
+    "sqlite": (
+        "SELECT prediction_id FROM monitor_prediction_ids WHERE model = ? AND segment != ? "
+        "AND prediction_id IN (SELECT value FROM json_each(?))"
+    ),
+    "postgresql": (
+        "SELECT prediction_id FROM monitor_prediction_ids WHERE model = %(model)s "
+        "AND segment != %(segment)s AND prediction_id = ANY(%(ids)s)"
+    ),
+}
+
+
+def _store_ids(
+    connection: Connection, model: str, ids: list[str], segment: int
+) -> npt.NDArray[np.bool_]:
     """Record the batch's prediction ids; the mask is False for ids already known."""
-    statement = (
-        insert_ignoring_conflicts(connection, IDS)
-        .on_conflict_do_nothing()
-        .returning(IDS.c.prediction_id)
-    )
-    rows = [
-        {"model": model, "prediction_id": pid, "segment": segment, "row": i, "labeled": False}
-        for i, pid in enumerate(ids)
-    ]
-    inserted = connection.execute(statement, rows).scalars().all()
-    if len(inserted) == len(ids):
+    dialect = connection.dialect.name
+    params: Any
+    if dialect == "sqlite":
+        params = (model, segment, json.dumps(ids))
+    else:
+        params = {"model": model, "segment": segment, "ids": ids}
+    inserted = connection.exec_driver_sql(INSERT_IDS[dialect], params).rowcount
+    if inserted == len(ids):
         return np.ones(len(ids), dtype=bool)
-    fresh = set(inserted)
-    return np.fromiter((pid in fresh for pid in ids), dtype=bool, count=len(ids))
+    known = {row[0] for row in connection.exec_driver_sql(KNOWN_IDS[dialect], params)}
+    return np.fromiter((pid not in known for pid in ids), dtype=bool, count=len(ids))
 
 
 def _count_rejections(

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from services.monitor.numeric_block import Block
 
 GRID_CELLS = 256
 SCORE_BINS = 1000  # binary score histograms per label: ROC AUC, confusion at any threshold
@@ -106,9 +110,13 @@ class ModelReference:
     digest: str  # sha256 of the serialised reference profile
     objectives: tuple[Objective, ...] = ()
     layout: Layout = field(init=False, repr=False, compare=False)
+    block: Block = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from services.monitor.numeric_block import Block
+
         object.__setattr__(self, "layout", Layout.of(self))
+        object.__setattr__(self, "block", Block.of(self))
 
     @property
     def classifier(self) -> bool:

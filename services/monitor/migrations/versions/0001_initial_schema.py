@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("row", sa.Integer(), nullable=False),
         sa.Column("labeled", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("model", "prediction_id"),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("monitor_prediction_ids", schema=None) as batch_op:
         batch_op.create_index("ix_monitor_prediction_ids_segment", ["segment"], unique=False)

@@ -1,0 +1,77 @@
+"""Counting rows into state: the all-features-at-once numeric path counts exactly what the
+one-column path counts, and merging two halves equals counting the whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keel.client.profile import numeric_profile
+from services.monitor.accumulate import Rows, count_numeric, count_predictions
+from services.monitor.aggregates import State
+from services.monitor.convert import column_reference
+from services.monitor.reference import BINARY, FeatureSpec, ModelReference, NumericReference
+
+
+def reference() -> ModelReference:
+    rng = np.random.default_rng(0)
+    columns = {
+        "a": column_reference(numeric_profile("a", rng.normal(0, 1, 5000))),
+        "b": column_reference(numeric_profile("b", rng.poisson(2, 5000).astype(float))),
+        "c": column_reference(numeric_profile("c", rng.lognormal(0, 1, 5000))),
+    }
+    features = (
+        FeatureSpec("a", "numeric", range_min=-2.5, range_max=2.5),
+        FeatureSpec("b", "numeric"),
+        FeatureSpec("c", "numeric", range_min=0.0),
+    )
+    return ModelReference(
+        model="m", version=1, task=BINARY, features=features, class_labels=("0", "1"),
+        columns={k: v for k, v in columns.items() if v is not None}, row_count=5000, digest="d",
+    )
+
+
+def current(seed: int, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.3, 1.5, n)
+    a[rng.random(n) < 0.05] = np.nan
+    b = rng.poisson(3, n).astype(float)
+    c = rng.lognormal(0, 2, n) - 0.5
+    c[:3] = [np.inf, -np.inf, 1e9]
+    return {
+        "a": (a, rng.random(n) < 0.1),
+        "b": (b, np.zeros(n, dtype=bool)),
+        "c": (c, rng.random(n) < 0.02),
+    }
+
+
+def test_the_block_path_counts_exactly_like_one_column_at_a_time() -> None:
+    ref = reference()
+    columns = current(1, 2000)
+    together = State.empty(ref.layout)
+    count_predictions(together, ref, Rows(numeric=columns))
+    apart = State.empty(ref.layout)
+    for feature in ref.features:
+        values, missing = columns[feature.name]
+        column = ref.columns[feature.name]
+        assert isinstance(column, NumericReference)
+        bounds = (feature.range_min, feature.range_max)
+        count_numeric(apart, f"n:{feature.name}", column, values, missing, bounds)
+    for name, array in apart.arrays.items():
+        if name.startswith("n:") and not name.startswith("n:prediction"):
+            np.testing.assert_allclose(together.arrays[name], array, rtol=1e-12, err_msg=name)
+
+
+def test_two_halves_merged_equal_the_whole() -> None:
+    ref = reference()
+    columns = current(2, 3000)
+    whole = State.empty(ref.layout)
+    count_predictions(whole, ref, Rows(numeric=columns))
+    halves = [State.empty(ref.layout), State.empty(ref.layout)]
+    for half, part in zip(halves, (slice(0, 1234), slice(1234, 3000)), strict=True):
+        count_predictions(half, ref, Rows(numeric={k: (v[part], m[part]) for k, (v, m) in columns.items()}))
+    halves[0].merge(halves[1])
+    for name, array in whole.arrays.items():
+        np.testing.assert_allclose(halves[0].arrays[name], array, rtol=1e-12, err_msg=name)
+    again = State.from_bytes(halves[0].to_bytes(), ref.layout)
+    for name, array in whole.arrays.items():
+        np.testing.assert_allclose(again.arrays[name], array, rtol=1e-12, err_msg=name)

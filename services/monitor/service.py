@@ -21,6 +21,7 @@ from services.common.channels import create_channel
 from services.common.db import Database, make_engine, upgrade
 from services.common.server import ServerDeps, ServiceBinding
 from services.common.service import ServiceSpec
+from services.monitor.actions import RegistryCanaries
 from services.monitor.alert_metrics import AlertMetrics
 from services.monitor.alerts import Alerting
 from services.monitor.exchange import Exchange
@@ -77,6 +78,7 @@ def build_monitor(
         settings,
         check_rule=metrics.check,
         evaluate=metrics.evaluate,
+        canaries=RegistryCanaries(registry),
     )
     common = {
         "bucket_s": settings.bucket_s,

@@ -12,6 +12,8 @@ from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from services.common.errors import Conflict, DomainError, InvalidArgument, Unavailable
 from services.common.rpc import Context
+from services.monitor.alerts import Alerting
+from services.monitor.alerts_servicer import AlertRpcs
 from services.monitor.exchange import Exchange
 from services.monitor.ingest import DUPLICATE, BatchResult, Ingestor
 from services.monitor.labels import Feedback
@@ -222,7 +224,7 @@ class _Aborted(Conflict):
         super().__init__(f"a newer LogPredictions stream of producer '{producer}' took over")
 
 
-class MonitorServicer(MonitorRpcs):
+class MonitorServicer(AlertRpcs, MonitorRpcs):
     """Every RPC of MonitorService."""
 
     def __init__(
@@ -233,7 +235,7 @@ class MonitorServicer(MonitorRpcs):
         predictions: Predictions,
         exchange: Exchange,
         window: int,
-        alerting: object,
+        alerting: Alerting,
     ) -> None:
         super().__init__(ingestor, feedback, reports, predictions, exchange, window)
         self.alerting = alerting

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -107,14 +108,13 @@ class Ingestor:
         while self._queue:
             group, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
             try:
-                outcomes = await self._db.write(lambda c: self._apply_group(c, group))
+                outcomes = await self._db.write(partial(self._apply_group, group=group))
             except DomainError as error:
                 outcomes = [error] * len(group)
             except Exception:  # noqa: BLE001 - the store failed: every batch may be resent
                 log.exception("applying %d prediction batches failed", len(group))
-                outcomes = [Unavailable("the monitor cannot commit now; resend the batch")] * len(
-                    group
-                )
+                failed = Unavailable("the monitor cannot commit now; resend the batch")
+                outcomes = [failed] * len(group)
             for item, outcome in zip(group, outcomes, strict=True):
                 if item.done.cancelled():
                     continue
@@ -160,9 +160,9 @@ class Ingestor:
         unseen = unseen_values(batch, reference) if reference.layout.categories else {}
         buckets = np.unique(starts)
         for start in buckets:
-            chosen = None if len(buckets) == 1 else np.flatnonzero(starts == start)
-            part = rows if chosen is None else rows.take(chosen)
-            count = kept if chosen is None else len(chosen)
+            picked = None if len(buckets) == 1 else np.flatnonzero(starts == start)
+            part = rows if picked is None else rows.take(picked)
+            count = kept if picked is None else len(picked)
             writer.add(key, reference, int(start), _filler(reference, part, unseen), rows=count)
             unseen = {}
         if batch.rejections:

@@ -63,7 +63,7 @@ def source_id(settings: MonitorSettings, url: str) -> str:
 
 
 def build_monitor(
-    settings: MonitorSettings, registry: registry_pb2_grpc.RegistryServiceStub
+    settings: MonitorSettings, registry: registry_pb2_grpc.RegistryServiceAsyncStub
 ) -> Monitor:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.database("monitor.db")
@@ -121,7 +121,7 @@ async def open_monitor(
         with contextlib.suppress(asyncio.CancelledError):
             await expiry
         await monitor.alerting.stop()
-        await channel.close()
+        await channel.close(None)
         monitor.db.close()
 
 

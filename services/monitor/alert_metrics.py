@@ -16,8 +16,8 @@ from services.monitor.alert_records import (
 )
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
-from services.monitor.reports import _ordered
-from services.monitor.scope import Aggregates, Scope
+from services.monitor.reports import ordered
+from services.monitor.scope import Aggregates, Scope, VersionRows
 
 NS = 1_000_000_000
 CLASSIFIER = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
@@ -87,64 +87,82 @@ class AlertMetrics:
             selection = await self._aggregates.select(scope)
         except NotFound:
             return Evaluation(None, 0, start_s * NS, end_s * NS)
-        held = _ordered(selection)
+        held = ordered(selection)
         value, samples = _value(spec, held)
         return Evaluation(value, samples, start_s * NS, end_s * NS)
 
 
-def _value(spec: RuleSpec, held: list) -> tuple[float | None, int]:  # type: ignore[type-arg]
+def _value(spec: RuleSpec, held: list[VersionRows]) -> tuple[float | None, int]:
     metric = spec.condition.metric
     if not held:
         return None, 0
     if isinstance(metric, DriftMetric):
-        newest = held[-1]
-        options = rp.DriftOptions(min_samples=1)
-        if metric.method and metric.feature:
-            setting = options.column_settings[metric.feature]
-            setting.method = rp.DriftMethod.Value(f"DRIFT_METHOD_{metric.method}")
-        report = drift.drift_report(newest, options)
-        if not metric.feature:
-            return report.drifted_share, newest.rows
-        found = (
-            report.prediction
-            if metric.feature == "prediction"
-            else next((f for f in report.features if f.feature == metric.feature), None)
-        )
-        if found is None or not found.current_count:
-            return None, 0
-        return found.statistic, int(found.current_count)
+        return _drift_value(metric, held)
     if isinstance(metric, QualityMetric):
-        report = quality.quality_report(held, [metric.feature] if metric.feature else [])
-        rows = report.row_count
-        if metric.measure == "REJECTED_RATE":
-            return report.rejected_rate, rows + report.rejected_row_count
-        if not metric.feature:
-            return report.missing_rate, rows
-        entry = report.features[0] if report.features else None
-        if entry is None:
-            return None, 0
-        value = {
-            "MISSING_RATE": entry.missing_rate,
-            "OUT_OF_RANGE_RATE": entry.out_of_range_rate,
-            "UNSEEN_CATEGORY_RATE": entry.unseen_category_rate,
-        }[metric.measure]
-        return value, entry.row_count
+        return _quality_value(metric, held)
     if isinstance(metric, PerformanceMetric):
-        joined = performance.pool(held)
-        if joined is None:
-            return None, 0
-        if metric.class_label:
-            report = performance.performance_report(held, rp.PerformanceOptions(per_class=True))
-            for entry in report.per_class:
-                if entry.class_label == metric.class_label:
-                    value = next((m.value for m in entry.metrics if m.name == metric.metric), None)
-                    return value, joined.labeled
-            return None, joined.labeled
-        found = performance.values(joined)
-        if metric.metric not in found:
-            return None, joined.labeled
-        return found[metric.metric][0], found[metric.metric][1]
+        return _performance_value(metric, held)
     assert isinstance(metric, FairnessMetric)
+    return _fairness_value(metric, held)
+
+
+def _drift_value(metric: DriftMetric, held: list[VersionRows]) -> tuple[float | None, int]:
+    newest = held[-1]
+    options = rp.DriftOptions(min_samples=1)
+    if metric.method and metric.feature:
+        setting = options.column_settings[metric.feature]
+        setting.method = rp.DriftMethod.Value(f"DRIFT_METHOD_{metric.method}")
+    report = drift.drift_report(newest, options)
+    if not metric.feature:
+        return report.drifted_share, newest.rows
+    found = (
+        report.prediction
+        if metric.feature == "prediction"
+        else next((f for f in report.features if f.feature == metric.feature), None)
+    )
+    if found is None or not found.current_count:
+        return None, 0
+    return found.statistic, int(found.current_count)
+
+
+def _quality_value(metric: QualityMetric, held: list[VersionRows]) -> tuple[float | None, int]:
+    report = quality.quality_report(held, [metric.feature] if metric.feature else [])
+    rows = report.row_count
+    if metric.measure == "REJECTED_RATE":
+        return report.rejected_rate, rows + report.rejected_row_count
+    if not metric.feature:
+        return report.missing_rate, rows
+    entry = report.features[0] if report.features else None
+    if entry is None:
+        return None, 0
+    value = {
+        "MISSING_RATE": entry.missing_rate,
+        "OUT_OF_RANGE_RATE": entry.out_of_range_rate,
+        "UNSEEN_CATEGORY_RATE": entry.unseen_category_rate,
+    }[metric.measure]
+    return value, entry.row_count
+
+
+def _performance_value(
+    metric: PerformanceMetric, held: list[VersionRows]
+) -> tuple[float | None, int]:
+    joined = performance.pool(held)
+    if joined is None:
+        return None, 0
+    if metric.class_label:
+        report = performance.performance_report(held, rp.PerformanceOptions(per_class=True))
+        for entry in report.per_class:
+            if entry.class_label == metric.class_label:
+                value = next((m.value for m in entry.metrics if m.name == metric.metric), None)
+                return value, joined.labeled
+        return None, joined.labeled
+    found = performance.values(joined)
+    if metric.metric not in found:
+        return None, joined.labeled
+    return found[metric.metric][0], found[metric.metric][1]
+
+
+def _fairness_value(metric: FairnessMetric, held: list[VersionRows]) -> tuple[float | None, int]:
     options = rp.FairnessOptions(features=[metric.feature])
     _, positive = fairness.check_options(held[-1].reference, options)
     entry = fairness.feature_fairness(held, metric.feature, positive, options)

@@ -20,12 +20,12 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.common.identity import IDENTITY_HEADER
 from services.monitor.alert_records import CanaryOutcome
 
 if TYPE_CHECKING:  # what RegistryServiceStub(an aio channel) is, in the typing stubs
     from keel.registry.v1.registry_pb2_grpc import RegistryServiceAsyncStub
 
-IDENTITY_HEADER = "x-keel-user"
 IDENTITY = "keel-monitor"
 _ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,

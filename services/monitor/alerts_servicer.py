@@ -12,23 +12,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from keel.monitor.v1 import monitor_pb2 as pb
+from services.common.identity import identity as caller
 from services.common.rpc import Context
 from services.monitor import alerts_convert as convert
 from services.monitor.alert_validation import alert_number, resource_id
 from services.monitor.alerts import Alerting
-
-IDENTITY_HEADER = "x-keel-user"
-ANONYMOUS = "anonymous"
-
-
-def caller(context: Context) -> str:
-    """Who is calling: as in the registry, until bearer tokens arrive the identity is the
-    one the client states in the ``x-keel-user`` metadata."""
-    identity = ANONYMOUS
-    for key, value in context.invocation_metadata() or ():
-        if key == IDENTITY_HEADER and isinstance(value, str) and value:
-            identity = value[:256]
-    return identity
 
 
 def _rule_id(field: str, name: str) -> str:

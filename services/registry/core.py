@@ -12,8 +12,8 @@ from sqlalchemy import Connection
 
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
+from services.common.events import SequenceHub
 from services.registry.artifacts import ArtifactStore
-from services.registry.events import ChangeHub
 from services.registry.records import NAME_PATTERN, ModelRecord
 from services.registry.store import ChangeEncoder, Store
 
@@ -90,7 +90,7 @@ class Core:
     """The registry's shared dependencies."""
 
     def __init__(
-        self, db: Database, artifacts: ArtifactStore, encode: ChangeEncoder, hub: ChangeHub
+        self, db: Database, artifacts: ArtifactStore, encode: ChangeEncoder, hub: SequenceHub
     ) -> None:
         self.db = db
         self.artifacts = artifacts

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from keel.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.db import Database, make_engine, upgrade
+from services.common.events import SequenceHub
 from services.common.server import ServerDeps, ServiceBinding
 from services.common.service import ServiceSpec
 from services.registry import convert
@@ -19,7 +20,6 @@ from services.registry.artifacts import ArtifactStore
 from services.registry.changes import Changes
 from services.registry.core import Core
 from services.registry.deployments import Deployments
-from services.registry.events import ChangeHub
 from services.registry.models import Models
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
@@ -43,7 +43,7 @@ def open_core(settings: RegistrySettings) -> Core:
     root = settings.artifact_root or str(Path(settings.data_dir, "artifacts").resolve())
     artifacts = ArtifactStore(root, settings.max_artifact_bytes)
     return Core(
-        Database(engine), artifacts, convert.encode_change, ChangeHub(settings.event_poll_s)
+        Database(engine), artifacts, convert.encode_change, SequenceHub(settings.event_poll_s)
     )
 
 

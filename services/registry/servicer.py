@@ -9,6 +9,7 @@ from opentelemetry import trace
 from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc as pb_grpc
 from services.common.errors import InvalidArgument
+from services.common.identity import identity
 from services.common.rpc import Context
 from services.registry import convert
 from services.registry.aliases import Aliases, GateRefused
@@ -19,20 +20,12 @@ from services.registry.models import Models
 from services.registry.records import Caller
 from services.registry.uploads import Uploads
 
-IDENTITY_HEADER = "x-keel-user"
-ANONYMOUS = "anonymous"
-
 
 def caller(context: Context) -> Caller:
-    """Who is calling. Until bearer tokens arrive (issue #8) the identity is the one the
-    client states in the ``x-keel-user`` metadata."""
-    identity = ANONYMOUS
-    for key, value in context.invocation_metadata() or ():
-        if key == IDENTITY_HEADER and isinstance(value, str) and value:
-            identity = value[:256]
+    """Who is calling, and the trace the call belongs to."""
     span = trace.get_current_span().get_span_context()
     trace_id = format(span.trace_id, "032x") if span.is_valid else ""
-    return Caller(identity, (), trace_id)
+    return Caller(identity(context), (), trace_id)
 
 
 def _full(view: int, default_full: bool) -> bool:

@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -51,23 +52,23 @@ class State:
     def i8(self, name: str) -> npt.NDArray[np.int64]:
         array = self.arrays[name]
         assert array.dtype == np.int64
-        return array  # type: ignore[return-value]
+        return cast(npt.NDArray[np.int64], array)
 
     def f8(self, name: str) -> npt.NDArray[np.float64]:
         array = self.arrays[name]
         assert array.dtype == np.float64
-        return array  # type: ignore[return-value]
+        return cast(npt.NDArray[np.float64], array)
 
     def merge(self, other: State) -> None:
         """Add ``other`` into this state (same layout)."""
         for name, array in self.arrays.items():
             theirs = other.arrays[name]
             if name.endswith(":min"):
-                np.fmin(array, theirs, out=array)  # type: ignore[call-overload]
+                np.fmin(array, theirs, out=array)
             elif name.endswith(":max"):
-                np.fmax(array, theirs, out=array)  # type: ignore[call-overload]
+                np.fmax(array, theirs, out=array)
             else:
-                np.add(array, theirs, out=array)  # type: ignore[call-overload]
+                np.add(array, theirs, out=array)
         for column, values in other.unseen.items():
             self.add_unseen(column, values)
 

@@ -102,7 +102,10 @@ def _outputs(out: ingest_pb2.PredictionOutputs, n: int, reference: ModelReferenc
     probabilities = None
     if len(out.probabilities):
         if len(out.probabilities) != k:
-            message = f"outputs.probabilities: expected {k} columns (one per class), got {len(out.probabilities)}"
+            message = (
+                f"outputs.probabilities: expected {k} columns (one per class), "
+                f"got {len(out.probabilities)}"
+            )
             raise invalid("batch.outputs.probabilities", message)
         probabilities = (
             np.column_stack(
@@ -140,7 +143,10 @@ def _predicted(
             )
             if unseen or missing.any():
                 bad = next(iter(unseen), "")
-                message = f"outputs.label: expected one of the class labels {list(reference.class_labels)}, got '{bad}'"
+                message = (
+                    "outputs.label: expected one of the class labels "
+                    f"{list(reference.class_labels)}, got '{bad}'"
+                )
                 raise invalid("batch.outputs.label", message)
             return codes.astype(np.int64)
         values, missing = columns.numbers(out.label, n, "outputs.label")
@@ -152,7 +158,8 @@ def _predicted(
     if score is not None and reference.task == BINARY:
         return (np.nan_to_num(score) >= 0.5).astype(np.int64)
     if probabilities is not None:
-        return np.argmax(probabilities, axis=1).astype(np.int64)
+        argmax: Ints = np.argmax(probabilities, axis=1).astype(np.int64)
+        return argmax
     if n:
         message = "outputs: expected the predicted label, score or probabilities of a classifier"
         raise invalid("batch.outputs.label", message)

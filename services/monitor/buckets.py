@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Table, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from services.monitor.aggregates import State
 from services.monitor.reference import ModelReference
@@ -34,9 +35,12 @@ def widths(base_s: int) -> tuple[int, ...]:
     return (base_s, *(w for w in (HOUR_S, DAY_S) if w > base_s and w % base_s == 0))
 
 
-def insert_ignoring_conflicts(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+def insert_ignoring_conflicts(
+    connection: Connection, table: Table
+) -> postgresql.Insert | sqlite.Insert:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 @dataclass
@@ -146,7 +150,7 @@ class BucketWriter:
         self._held.clear()
 
 
-def _match(table: Table, slot: tuple[Key, int, int]):  # type: ignore[no-untyped-def]
+def _match(table: Table, slot: tuple[Key, int, int]) -> ColumnElement[bool]:
     key, width, start = slot
     return and_(
         table.c.model == key.model,

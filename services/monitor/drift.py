@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from keel.common.v1 import profile_pb2, schema_pb2
 from keel.monitor.v1 import reports_pb2 as rp
@@ -49,7 +50,7 @@ class Column:
     """One column to compare: its name, target, and where its counts live."""
 
     name: str
-    target: int
+    target: rp.DriftTarget.ValueType
     numeric: bool
     prefix: str  # state prefix: `n:age`, `c:city`, `n:prediction`, `c:label`
 
@@ -90,22 +91,25 @@ def check_options(reference: ModelReference, options: rp.DriftOptions) -> None:
             )
         feature = reference.feature(name)
         if feature is not None and not feature.numeric and setting.method in NUMERIC_ONLY:
-            method = rp.DriftMethod.Name(setting.method)
+            method_name = rp.DriftMethod.Name(setting.method)
             raise InvalidArgument(
-                f"options.column_settings['{name}']: {method} works on numeric columns only"
+                f"options.column_settings['{name}']: {method_name} works on numeric columns only"
             )
     for name in options.features:
         if reference.feature(name) is None:
             raise InvalidArgument(f"options.features: '{name}' is not a feature of the model")
     if options.mode == rp.DRIFT_TEST_MODE_P_VALUE:
+        # Unspecified methods become the test for the column's kind (KS, chi-squared);
+        # a distance named explicitly cannot give a p-value.
         for method in (
-            options.numeric_method or rp.DRIFT_METHOD_WASSERSTEIN,
-            options.categorical_method or rp.DRIFT_METHOD_JENSEN_SHANNON,
-            *(s.method for s in options.column_settings.values() if s.method),
+            options.numeric_method,
+            options.categorical_method,
+            *(s.method for s in options.column_settings.values()),
         ):
-            if method not in TESTS:
+            if method and method not in TESTS:
                 raise InvalidArgument(
-                    f"options.mode: P_VALUE needs KS or CHI_SQUARED, got {rp.DriftMethod.Name(method)}"
+                    "options.mode: P_VALUE needs KS or CHI_SQUARED, "
+                    f"got {rp.DriftMethod.Name(method)}"
                 )
     if options.HasField("alpha") and not 0 < options.alpha < 1:
         raise InvalidArgument(f"options.alpha: expected a value in (0, 1), got {options.alpha}")
@@ -159,8 +163,12 @@ def drift_report(held: VersionRows, options: rp.DriftOptions) -> rp.DriftReport:
     return report
 
 
-def _method(column: Column, options: rp.DriftOptions, alpha: float | None) -> tuple[int, float]:
+def _method(
+    column: Column, options: rp.DriftOptions, alpha: float | None
+) -> tuple[rp.DriftMethod.ValueType, float]:
     default = rp.DRIFT_METHOD_WASSERSTEIN if column.numeric else rp.DRIFT_METHOD_JENSEN_SHANNON
+    if alpha is not None:  # p-value mode: the test for the column's kind
+        default = rp.DRIFT_METHOD_KS if column.numeric else rp.DRIFT_METHOD_CHI_SQUARED
     method = (options.numeric_method if column.numeric else options.categorical_method) or default
     setting = options.column_settings.get(column.name)
     if setting is not None and setting.method:
@@ -174,7 +182,11 @@ def _method(column: Column, options: rp.DriftOptions, alpha: float | None) -> tu
 
 
 def compare(
-    reference: ModelReference, state: State, column: Column, method: int, include_bins: bool
+    reference: ModelReference,
+    state: State,
+    column: Column,
+    method: rp.DriftMethod.ValueType,
+    include_bins: bool,
 ) -> rp.FeatureDrift:
     """The statistic of ``method`` between the reference and the current counts."""
     ref = reference.columns[column.name]
@@ -257,8 +269,8 @@ def _bins(
     ref: object,
     state: State,
     column: Column,
-    expected: np.ndarray,
-    current: np.ndarray,
+    expected: npt.NDArray[np.int64],
+    current: npt.NDArray[np.int64],
 ) -> None:
     bins = result.bins
     bins.reference_counts.extend(int(c) for c in expected)

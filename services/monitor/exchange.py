@@ -5,15 +5,16 @@ streams this monitor's own base buckets, ``MergeAggregates`` keeps one contribut
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, insert, select, update
 
 from keel.monitor.v1 import aggregates_pb2 as ag
 from keel.monitor.v1 import monitor_pb2 as pb
 from services.common.db import Database
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.monitor.aggregates import FORMAT, State, StateFormatError
 from services.monitor.buckets import BUCKETS, MERGED
 from services.monitor.references import References
@@ -43,7 +44,7 @@ class Exchange:
         if not request.model.startswith("models/") or not model:
             raise InvalidArgument(f"model: expected 'models/{{model}}', got '{request.model}'")
         if not await self._references.known_model(model):
-            raise _not_found(request.model)
+            raise NotFound(f"model '{request.model}' has no aggregates in this monitor")
         start = (
             request.start_time.seconds // self._base_s * self._base_s
             if request.HasField("start_time")
@@ -76,7 +77,7 @@ class Exchange:
         if page:
             yield page
 
-    def _bucket(self, row, digest: str, source: str | None = None) -> ag.AggregateBucket:  # type: ignore[no-untyped-def]
+    def _bucket(self, row: Row[Any], digest: str, source: str | None = None) -> ag.AggregateBucket:
         bucket = ag.AggregateBucket(
             source_id=source or self.source_id,
             source_revision=row.revision,
@@ -112,7 +113,8 @@ class Exchange:
             reference = await self._references.get(model, bucket.key.version)
             if bucket.reference_digest != reference.digest:
                 raise FailedPrecondition(
-                    f"{field}.reference_digest: differs from this monitor's reference of {model}/{bucket.key.version}"
+                    f"{field}.reference_digest: differs from this monitor's reference of "
+                    f"{model}/{bucket.key.version}"
                 )
             if (
                 bucket.key.width.seconds != self._base_s
@@ -132,13 +134,9 @@ class Exchange:
         )
 
 
-def _not_found(model: str) -> Exception:
-    from services.common.errors import NotFound
-
-    return NotFound(f"model '{model}' has no aggregates in this monitor")
-
-
-def _local(connection: Connection, model: str, version: int, start: int, end: int, base: int):  # type: ignore[no-untyped-def]
+def _local(
+    connection: Connection, model: str, version: int, start: int, end: int, base: int
+) -> Sequence[Row[Any]]:
     query = select(BUCKETS).where(
         BUCKETS.c.model == model,
         BUCKETS.c.width_s == base,
@@ -157,7 +155,9 @@ def _local(connection: Connection, model: str, version: int, start: int, end: in
     return connection.execute(query.order_by(*order)).all()
 
 
-def _merged(connection: Connection, model: str, version: int, start: int, end: int):  # type: ignore[no-untyped-def]
+def _merged(
+    connection: Connection, model: str, version: int, start: int, end: int
+) -> list[tuple[Row[Any], str, str]]:
     query = select(MERGED).where(
         MERGED.c.model == model, MERGED.c.start_s >= start, MERGED.c.start_s < end
     )

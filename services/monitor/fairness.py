@@ -4,11 +4,13 @@ rows) and of actual × predicted classes (labelled rows)."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
+from keel.common.v1 import metric_pb2
 from keel.monitor.v1 import reports_pb2 as rp
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.monitor import metrics_math
-from services.monitor.performance import COMPARE
+from services.monitor.performance import COMPARE, objective_message
 from services.monitor.reference import MULTICLASS, ModelReference
 from services.monitor.scope import VersionRows
 
@@ -45,20 +47,22 @@ def check_options(reference: ModelReference, options: rp.FairnessOptions) -> tup
     return list(options.features) or protected, positive
 
 
-def counts(selection: list[VersionRows], name: str) -> tuple[np.ndarray, np.ndarray] | None:
+def counts(
+    selection: list[VersionRows], name: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
     """(predicted [G, K], joint [G, K, K]) of a protected feature, summed over versions
     with the same groups."""
     newest = selection[-1]
     pred_name, joint_name = f"f:{name}:pred", f"f:{name}:joint"
     if pred_name not in newest.state.arrays:
         return None
-    pred = np.zeros_like(newest.state.arrays[pred_name])
-    joint = np.zeros_like(newest.state.arrays[joint_name])
+    pred = np.zeros_like(newest.state.i8(pred_name))
+    joint = np.zeros_like(newest.state.i8(joint_name))
     for held in selection:
         if held.reference.layout.groups.get(name) != newest.reference.layout.groups.get(name):
             continue
-        pred += held.state.arrays[pred_name]
-        joint += held.state.arrays[joint_name]
+        pred += held.state.i8(pred_name)
+        joint += held.state.i8(joint_name)
     return pred, joint
 
 
@@ -134,24 +138,21 @@ def fairness_report(selection: list[VersionRows], options: rp.FairnessOptions) -
     return report
 
 
-def _objectives(reference: ModelReference, entry: rp.FeatureFairness) -> list:  # type: ignore[type-arg]
-    from keel.common.v1 import metric_pb2
-
+def _objectives(
+    reference: ModelReference, entry: rp.FeatureFairness
+) -> list[metric_pb2.ObjectiveResult]:
     results = []
     for objective in reference.objectives:
         if objective.metric not in FAIRNESS_METRICS:
             continue
         value = getattr(entry, objective.metric)
-        if objective.metric == "equalized_odds_difference" and not entry.HasField(objective.metric):
+        if objective.metric == "equalized_odds_difference" and not entry.HasField(
+            "equalized_odds_difference"
+        ):
             value = None
         symbol, holds = COMPARE.get(objective.comparator, ("?", lambda a, b: False))
         result = metric_pb2.ObjectiveResult(
-            objective=metric_pb2.Objective(
-                metric=objective.metric,
-                comparator=objective.comparator,  # type: ignore[arg-type]
-                threshold=objective.threshold,
-                split=objective.split,  # type: ignore[arg-type]
-            ),
+            objective=objective_message(objective),
             message=f"feature '{entry.feature}'",
         )
         if value is not None:

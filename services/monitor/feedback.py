@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection, Table, and_, delete, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.monitor.accumulate import count_labels
+from services.monitor.aggregates import State
 from services.monitor.batches import decode
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
 from services.monitor.reference import ModelReference
@@ -26,7 +28,6 @@ from services.monitor.tables import PendingLabelRow, PredictionIdRow, SegmentRow
 SEGMENTS: Table = SegmentRow.__table__  # type: ignore[attr-defined]
 IDS: Table = PredictionIdRow.__table__  # type: ignore[attr-defined]
 PENDING: Table = PendingLabelRow.__table__  # type: ignore[attr-defined]
-ReferenceOf = Callable[[int], ModelReference]  # version -> reference (already fetched)
 
 
 @dataclass
@@ -184,7 +185,7 @@ def _count_segment(
     for start in np.unique(seconds // writer.base_s * writer.base_s):
         chosen = np.flatnonzero(seconds // writer.base_s * writer.base_s == start)
 
-        def fill(state, chosen=chosen):  # type: ignore[no-untyped-def]
+        def fill(state: State, chosen: npt.NDArray[np.intp] = chosen) -> None:
             count_labels(state, reference, subset.take(chosen), actual[chosen])
 
         writer.add(key, reference, int(start), fill, labeled=len(chosen))

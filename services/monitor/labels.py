@@ -3,11 +3,12 @@ transaction."""
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection
 
 from keel.monitor.v1 import monitor_pb2
 from services.common.db import Database
@@ -51,7 +52,14 @@ class Feedback:
         self._on_applied(model)
         return counts
 
-    def _apply(self, connection, model, labels, references, now):  # type: ignore[no-untyped-def]
+    def _apply(
+        self,
+        connection: Connection,
+        model: str,
+        labels: list[Label],
+        references: Mapping[int, ModelReference],
+        now: int,
+    ) -> FeedbackCounts:
         writer = BucketWriter(connection, self._bucket_s)
         counts = apply_feedback(connection, writer, model, labels, references, now, self._window_ns)
         writer.flush()
@@ -73,7 +81,7 @@ def parse_labels(
 
 def _label_texts(
     request: monitor_pb2.LogFeedbackRequest, reference: ModelReference, n: int
-) -> tuple[list[str], np.ndarray]:
+) -> tuple[list[str], npt.NDArray[np.bool_]]:
     column = request.labels
     kind = column.WhichOneof("values")
     if not reference.classifier:
@@ -84,7 +92,10 @@ def _label_texts(
         codes, missing, unseen = columns.category_codes(column, n, "labels", classes)
         if unseen:
             bad = next(iter(unseen))
-            message = f"labels: '{bad}' is not a class label of the model (expected one of {list(classes)})"
+            message = (
+                f"labels: '{bad}' is not a class label of the model "
+                f"(expected one of {list(classes)})"
+            )
             raise invalid("labels", message)
         return [classes[c] if c >= 0 else "" for c in codes], missing
     values, missing = columns.numbers(column, n, "labels")
@@ -99,12 +110,9 @@ def _label_texts(
     return [classes[int(v)] if not m else "" for v, m in zip(values, missing, strict=True)], missing
 
 
-def _times(values, n: int, name: str, default: int | None) -> list[int | None]:  # type: ignore[no-untyped-def]
+def _times(values: Sequence[int], n: int, name: str, default: int | None) -> list[int | None]:
     if not len(values):
         return [default] * n
     if len(values) != n:
         raise invalid(name, f"{name}: expected {n} values (or none), got {len(values)}")
     return [int(v) if v else default for v in values]
-
-
-__all__ = ["Feedback", "math"]

@@ -38,27 +38,25 @@ class Block:
             for f in reference.features
             if f.numeric and isinstance(r := reference.columns.get(f.name), NumericReference)
         ]
-        grids = [r.grid() for _, r in chosen]  # type: ignore[union-attr]
-        widest = max([len(r.edges) for _, r in chosen] + [1])  # type: ignore[union-attr]
+        grids = [r.grid() for _, r in chosen]
+        widest = max([len(r.edges) for _, r in chosen] + [1])
         edges = np.full((len(chosen), widest), np.inf)
         for i, (_, r) in enumerate(chosen):
-            edges[i, : len(r.edges)] = r.edges  # type: ignore[union-attr]
+            edges[i, : len(r.edges)] = r.edges
         return Block(
             names=tuple(f.name for f, _ in chosen),
             lo=np.array([g[0] for g in grids]),
             scale=np.array([GRID_CELLS / (g[1] - g[0]) for g in grids]),
             edges=edges,
-            bins=tuple(len(r.edges) + 1 for _, r in chosen),  # type: ignore[union-attr]
-            ref_min=np.array([r.minimum for _, r in chosen]),  # type: ignore[union-attr]
-            ref_max=np.array([r.maximum for _, r in chosen]),  # type: ignore[union-attr]
+            bins=tuple(len(r.edges) + 1 for _, r in chosen),
+            ref_min=np.array([r.minimum for _, r in chosen]),
+            ref_max=np.array([r.maximum for _, r in chosen]),
             range_min=np.array([f.range_min for f, _ in chosen]),
             range_max=np.array([f.range_max for f, _ in chosen]),
         )
 
 
-def count_block(
-    state: State, block: Block, columns: dict[str, tuple[Floats, Mask]]
-) -> set[str]:
+def count_block(state: State, block: Block, columns: dict[str, tuple[Floats, Mask]]) -> set[str]:
     """Count the block's features present in ``columns``; returns the names counted."""
     present = [i for i, name in enumerate(block.names) if name in columns]
     if not present:

@@ -4,6 +4,7 @@ canonical metrics and the model's objectives."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ TASKS = {
     MULTICLASS: schema_pb2.TASK_MULTICLASS_CLASSIFICATION,
     "regression": schema_pb2.TASK_REGRESSION,
 }
-COMPARE = {
+COMPARE: dict[int, tuple[str, Callable[[float, float], bool]]] = {
     metric_pb2.COMPARATOR_GREATER_OR_EQUAL: (">=", lambda a, b: a >= b),
     metric_pb2.COMPARATOR_GREATER: (">", lambda a, b: a > b),
     metric_pb2.COMPARATOR_LESS_OR_EQUAL: ("<=", lambda a, b: a <= b),
@@ -65,7 +66,7 @@ def pool(selection: list[VersionRows]) -> Joined | None:
                 and name in reference.layout.shapes
                 and (held.state.arrays[name].shape == reference.layout.shapes[name][1])
             ):
-                arrays[name] = arrays.get(name, 0) + held.state.arrays[name]  # type: ignore[assignment]
+                arrays[name] = np.add(arrays.get(name, 0), held.state.arrays[name])
     rows = sum(h.rows for h in selection)
     labeled = sum(h.labeled for h in selection)
     return Joined(reference, rows, labeled, arrays)
@@ -103,9 +104,9 @@ def values(joined: Joined, threshold: float | None = None) -> dict[str, tuple[fl
     if table is None or table.sum() == 0:
         return found
     n = int(table.sum())
-    result = metrics_math.classification_metrics(table)
+    scores = metrics_math.classification_metrics(table)
     for name in ("accuracy", "precision", "recall", "f1"):
-        found[name] = (getattr(result, name), n)
+        found[name] = (getattr(scores, name), n)
     auc = _auc(joined)
     if auc is not None:
         found["roc_auc"] = (auc, n)
@@ -162,7 +163,7 @@ def performance_report(
     return report
 
 
-def _per_class(report: rp.PerformanceReport, joined: Joined, table: np.ndarray) -> None:
+def _per_class(report: rp.PerformanceReport, joined: Joined, table: npt.NDArray[np.int64]) -> None:
     result = metrics_math.classification_metrics(table)
     for index, (label, per) in enumerate(
         zip(joined.reference.class_labels, result.per_class, strict=True)
@@ -184,13 +185,7 @@ def check_objectives(
     for objective in objectives:
         if objective.metric not in found and objective.metric not in _KNOWN:
             continue
-        message = metric_pb2.Objective(
-            metric=objective.metric,
-            comparator=objective.comparator,  # type: ignore[arg-type]
-            threshold=objective.threshold,
-            split=objective.split,  # type: ignore[arg-type]
-        )
-        result = metric_pb2.ObjectiveResult(objective=message)
+        result = metric_pb2.ObjectiveResult(objective=objective_message(objective))
         symbol, holds = COMPARE.get(objective.comparator, ("?", lambda a, b: False))
         if objective.metric not in found:
             result.message = f"{objective.metric} was not measured in production (no labels)"
@@ -205,6 +200,15 @@ def check_objectives(
                 )
         results.append(result)
     return results
+
+
+def objective_message(objective: Objective) -> metric_pb2.Objective:
+    return metric_pb2.Objective(
+        metric=objective.metric,
+        comparator=metric_pb2.Comparator.ValueType(objective.comparator),
+        threshold=objective.threshold,
+        split=metric_pb2.MetricSplit.ValueType(objective.split),
+    )
 
 
 _KNOWN = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"}

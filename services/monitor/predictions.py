@@ -9,7 +9,7 @@ from keel.monitor.v1 import ingest_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
 from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
-from services.monitor.feedback import IDS, PENDING, SEGMENTS
+from services.monitor.feedback import IDS, SEGMENTS
 
 
 class Predictions:
@@ -100,6 +100,3 @@ def _cell(column: ingest_pb2.Column, n: int, row: int) -> ingest_pb2.Column:
     if missing[row]:
         cell.validity = b"\x00"
     return cell
-
-
-__all__ = ["PENDING", "Predictions"]

@@ -4,12 +4,12 @@ the reference's, unseen categories, and rows refused at inference."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from keel.common.v1 import profile_pb2, schema_pb2
 from keel.monitor.v1 import ingest_pb2
 from keel.monitor.v1 import reports_pb2 as rp
 from services.common.errors import InvalidArgument
-from services.monitor.aggregates import State
 from services.monitor.reference import ModelReference
 from services.monitor.scope import VersionRows
 
@@ -52,7 +52,7 @@ def quality_report(selection: list[VersionRows], features: list[str]) -> rp.Data
 
 
 def _feature(
-    selection: list[VersionRows], name: str, numeric: bool, rejected: np.ndarray
+    selection: list[VersionRows], name: str, numeric: bool, rejected: npt.NDArray[np.int64]
 ) -> rp.FeatureQuality:
     kind = schema_pb2.FEATURE_KIND_NUMERIC if numeric else schema_pb2.FEATURE_KIND_CATEGORICAL
     quality = rp.FeatureQuality(feature=name, kind=kind)
@@ -95,9 +95,9 @@ def _feature(
     return quality
 
 
-def _reasons(row: np.ndarray) -> list[rp.RejectionCount]:
-    return [rp.RejectionCount(reason=r, row_count=int(n)) for r, n in enumerate(row) if n]
-
-
-def merged_state(selection: list[VersionRows]) -> State | None:
-    return selection[-1].state if selection else None
+def _reasons(row: npt.NDArray[np.int64]) -> list[rp.RejectionCount]:
+    return [
+        rp.RejectionCount(reason=ingest_pb2.RejectionReason.ValueType(r), row_count=int(n))
+        for r, n in enumerate(row)
+        if n
+    ]

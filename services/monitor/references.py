@@ -24,7 +24,7 @@ TIMEOUT_S = 10.0
 
 
 class References:
-    def __init__(self, db: Database, registry: pb_grpc.RegistryServiceStub) -> None:
+    def __init__(self, db: Database, registry: pb_grpc.RegistryServiceAsyncStub) -> None:
         self._db = db
         self._registry = registry
         self._cache: dict[tuple[str, int], ModelReference] = {}

@@ -71,7 +71,7 @@ class Reports:
         scope = scope_of(request.scope, self._aggregates.base_s)
 
         def build(selection: Selection) -> rp.DataQualityReport:
-            held = _ordered(selection)
+            held = ordered(selection)
             if held:
                 quality.check_features(held[-1].reference, list(request.features))
             report = quality.quality_report(held, list(request.features))
@@ -90,7 +90,7 @@ class Reports:
             raise InvalidArgument(f"options.decision_threshold: expected [0, 1], got {threshold}")
 
         def build(selection: Selection) -> rp.PerformanceReport:
-            report = performance.performance_report(_ordered(selection), request.options)
+            report = performance.performance_report(ordered(selection), request.options)
             report.window.CopyFrom(window_of(selection.scope))
             return report
 
@@ -101,7 +101,7 @@ class Reports:
         scope = scope_of(request.scope, self._aggregates.base_s)
 
         def build(selection: Selection) -> rp.FairnessReport:
-            report = fairness.fairness_report(_ordered(selection), request.options)
+            report = fairness.fairness_report(ordered(selection), request.options)
             report.window.CopyFrom(window_of(selection.scope))
             return report
 
@@ -127,7 +127,7 @@ class Reports:
             sides = []
             for name in (request.baseline_variant, request.candidate_variant):
                 selection = await self._aggregates.select(_variant(part, name))
-                held = _ordered(selection)
+                held = ordered(selection)
                 if check and not selection.rows:
                     raise NotFound(f"variant '{name}' has no rows in the range")
                 sides.append(held)
@@ -155,7 +155,7 @@ def _variant(scope: Scope, name: str) -> Scope:
     return replace(scope, variant=name, window_s=0)
 
 
-def _ordered(selection: Selection) -> list[VersionRows]:
+def ordered(selection: Selection) -> list[VersionRows]:
     """The versions with rows, oldest first (the newest decides the layout of pooled
     reports)."""
     held = [selection.versions[v] for v in sorted(selection.versions) if selection.versions[v].rows]

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Connection, Table, and_, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
@@ -100,7 +101,8 @@ def make_scope(
     if window_s:
         if window_s < 0 or window_s % base_s:
             raise InvalidArgument(
-                f"scope.window: expected a multiple of the base bucket ({base_s} s), got {window_s} s"
+                f"scope.window: expected a multiple of the base bucket ({base_s} s), "
+                f"got {window_s} s"
             )
         if (end - start) / window_s > MAX_WINDOWS:
             raise InvalidArgument(
@@ -138,7 +140,7 @@ class Aggregates:
         return selection
 
 
-def _filters(table: Table, scope: Scope):  # type: ignore[no-untyped-def]
+def _filters(table: Table, scope: Scope) -> list[ColumnElement[bool]]:
     conditions = [table.c.model == scope.model]
     if scope.version:
         conditions.append(table.c.version == scope.version)

@@ -8,7 +8,6 @@ from sqlalchemy import BigInteger, Index, Integer, LargeBinary
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-
 # A 64-bit id that SQLite still auto-increments (its rowid alias must be INTEGER).
 AUTO_ID = BigInteger().with_variant(Integer(), "sqlite")
 

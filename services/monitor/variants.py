@@ -4,7 +4,6 @@ test fit for the metric, and Holm's correction when several metrics are compared
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -12,9 +11,9 @@ from keel.monitor.v1 import reports_pb2 as rp
 from services.common.errors import InvalidArgument
 from services.monitor import metrics_math, statistics
 from services.monitor.performance import Joined, confusion, metric, pool, values
+from services.monitor.scope import VersionRows
 
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae"}
-LABEL_FREE = {"selection_rate", "mean_prediction"}
 CLASSIFIER_METRICS = {
     "accuracy",
     "precision",
@@ -25,13 +24,7 @@ CLASSIFIER_METRICS = {
     "selection_rate",
 }
 REGRESSOR_METRICS = {"rmse", "mae", "r2"}
-
-
-@dataclass
-class Side:
-    value: float
-    n: int
-    comparison_input: tuple[float, ...]
+SideValues = tuple[float, int, tuple[float, ...]]  # value, sample size, what its test needs
 
 
 def default_metrics(joined: Joined) -> list[str]:
@@ -52,11 +45,12 @@ def check_metrics(joined: Joined, names: list[str]) -> None:
     for name in names:
         if name not in allowed:
             raise InvalidArgument(
-                f"metrics: '{name}' cannot be compared for this model (expected one of {sorted(allowed)})"
+                f"metrics: '{name}' cannot be compared for this model "
+                f"(expected one of {sorted(allowed)})"
             )
 
 
-def _side(joined: Joined, name: str) -> tuple[float, int, tuple[float, ...]] | None:
+def _side(joined: Joined, name: str) -> SideValues | None:
     """The metric's value, its sample size, and what its test needs."""
     if name == "selection_rate":
         labels = joined.get("pred:labels")
@@ -124,12 +118,12 @@ def compare_metric(
 
 
 def _z(level: float) -> float:
-    from scipy import stats
+    from scipy import stats  # type: ignore[import-untyped]
 
     return float(stats.norm.ppf(0.5 + level / 2))
 
 
-def _se(name: str, side: tuple[float, int, tuple[float, ...]], value: float, n: int) -> float:
+def _se(name: str, side: SideValues, value: float, n: int) -> float:
     if name in ("accuracy", "precision", "recall", "selection_rate") or n < 1:
         return math.sqrt(max(value * (1 - value), 0.0) / max(n, 1))
     return (
@@ -139,7 +133,7 @@ def _se(name: str, side: tuple[float, int, tuple[float, ...]], value: float, n: 
     )
 
 
-def _mean_se(name: str, side: tuple[float, int, tuple[float, ...]]) -> float:
+def _mean_se(name: str, side: SideValues) -> float:
     data = side[2]
     if name == "mae":
         n, total, squares = data[0], data[3], data[2]
@@ -150,14 +144,19 @@ def _mean_se(name: str, side: tuple[float, int, tuple[float, ...]]) -> float:
     return math.sqrt(variance / n)
 
 
-def _test(name, base, cand, b, c, level):  # type: ignore[no-untyped-def]
+def _test(
+    name: str, base: Joined, cand: Joined, b: SideValues, c: SideValues, level: float
+) -> tuple[rp.ComparisonTest.ValueType, metrics_math.Comparison]:
     if name in ("accuracy", "precision", "recall", "selection_rate"):
         (xb, nb), (xc, nc) = b[2], c[2]
         return rp.COMPARISON_TEST_TWO_PROPORTION_Z, metrics_math.two_proportion_z(
-            xb, nb, xc, nc, level
+            int(xb), int(nb), int(xc), int(nc), level
         )
     if name in ("log_loss", "mean_prediction"):
-        return rp.COMPARISON_TEST_WELCH_T, metrics_math.welch_t(*b[2], *c[2], level)
+        (nb, sb, qb), (nc, sc, qc) = b[2], c[2]
+        return rp.COMPARISON_TEST_WELCH_T, metrics_math.welch_t(
+            int(nb), sb, qb, int(nc), sc, qc, level
+        )
     if name == "mae":
         rb, rc = b[2], c[2]
         return rp.COMPARISON_TEST_WELCH_T, metrics_math.welch_t(
@@ -212,10 +211,10 @@ def _f1_se(joined: Joined) -> float:
 
 
 def comparison_report(
-    baseline: list,
-    candidate: list,
+    baseline: list[VersionRows],
+    candidate: list[VersionRows],
     names: list[str],
-    level: float,  # type: ignore[type-arg]
+    level: float,
     min_samples: int,
 ) -> rp.VariantComparisonReport:
     base, cand = pool(baseline), pool(candidate)

@@ -83,7 +83,7 @@ def batches(version: int, count: int) -> list[ingest_pb2.PredictionBatch]:
     ]
 
 
-async def rows_counted(stub: pb_grpc.MonitorServiceStub) -> int:
+async def rows_counted(stub: pb_grpc.MonitorServiceAsyncStub) -> int:
     reply = await stub.ComputeDataQuality(
         pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/churn")), timeout=30
     )
@@ -155,7 +155,7 @@ async def test_sigkill_loses_nothing_acknowledged_and_resends_count_once(tmp_pat
             stop(proc)
 
 
-async def report(stub: pb_grpc.MonitorServiceStub) -> tuple[object, ...]:
+async def report(stub: pb_grpc.MonitorServiceAsyncStub) -> tuple[object, ...]:
     scope = rp.ReportScope(model="models/churn")
     drift = await stub.ComputeDrift(
         pb.ComputeDriftRequest(scope=scope, options=rp.DriftOptions(include_bins=True))
@@ -212,7 +212,7 @@ async def test_two_monitors_merged_answer_like_one(tmp_path: Path) -> None:
             assert await report(a) == await report(whole)
             assert (await report(a))[1] == 10 * ROWS
             for channel in channels:
-                await channel.close()
+                await channel.close(None)
         finally:
             for proc in procs:
                 stop(proc)

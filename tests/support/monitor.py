@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -30,7 +31,7 @@ NS = 1_000_000_000
 
 @dataclass
 class Monitor:
-    stub: pb_grpc.MonitorServiceStub
+    stub: pb_grpc.MonitorServiceAsyncStub
     address: str
 
 
@@ -69,7 +70,7 @@ def frame(rows: int, seed: int, shift: float = 0.0, columns: int = 4) -> Any:
     return pd.DataFrame(data, columns=[f"x{i}" for i in range(columns)])
 
 
-def labels_for(x: Any) -> np.ndarray:
+def labels_for(x: Any) -> npt.NDArray[np.int64]:
     values = np.asarray(x, dtype=np.float64)
     return (values[:, 0] + 0.5 * values[:, 1] > 0).astype(np.int64)
 
@@ -99,12 +100,12 @@ async def log_classifier(registry_address: str, name: str, **extra: Any) -> int:
 def batch(
     name: str,
     version: int,
-    x: np.ndarray,
+    x: npt.NDArray[np.float64],
     ids: Sequence[str],
     *,
     producer: str = "test-producer",
     sequence: int = 0,
-    scores: np.ndarray | None = None,
+    scores: npt.NDArray[np.float64] | None = None,
     variant: str = "",
     deployment: str = "",
     when_ns: int | None = None,
@@ -129,7 +130,7 @@ def batch(
     return message
 
 
-def feedback(name: str, ids: Sequence[str], labels: Sequence[int]) -> pb.LogFeedbackRequest:
+def feedback(name: str, ids: Sequence[str], labels: npt.ArrayLike) -> pb.LogFeedbackRequest:
     request = pb.LogFeedbackRequest(model=f"models/{name}", row_count=len(ids))
     request.prediction_ids.CopyFrom(column_strings("", list(ids)))
     request.labels.CopyFrom(column_raw("", np.asarray(labels, dtype=np.int64)))

@@ -50,7 +50,9 @@ async def test_a_worse_model_fires_the_f1_rule_and_watchers_see_it(
     watch = monitor.stub.WatchAlerts(pb.WatchAlertsRequest(after_sequence=0), timeout=30)
     x = frame(1000, 4).to_numpy()
     ids = [f"p{i}" for i in range(1000)]
-    await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=batch("churn", version, x, ids)))
+    await monitor.stub.LogPredictionBatch(
+        pb.LogPredictionBatchRequest(batch=batch("churn", version, x, ids))
+    )
     # Half the labels contradict the model: its F1 falls far below 0.8.
     truth = labels_for(x)
     truth[::2] = 1 - truth[::2]
@@ -61,12 +63,15 @@ async def test_a_worse_model_fires_the_f1_rule_and_watchers_see_it(
     assert alert.state == alerts_pb2.ALERT_STATE_FIRING and alert.value < 0.8
     assert alert.sample_count == 1000 and "f1" in alert.message
     event = await asyncio.wait_for(watch.read(), 10)
+    assert isinstance(event, pb.WatchAlertsResponse)
     assert event.event.type == alerts_pb2.ALERT_EVENT_TYPE_FIRED
     assert event.event.alert.name == alert.name
     watch.cancel()
 
 
-async def test_a_shifted_feature_fires_the_drift_rule(monitor: Monitor, registry_address: str) -> None:
+async def test_a_shifted_feature_fires_the_drift_rule(
+    monitor: Monitor, registry_address: str
+) -> None:
     version = await log_classifier(registry_address, "churn")
     condition = alerts_pb2.AlertCondition(
         drift=alerts_pb2.DriftCondition(feature="x0"),
@@ -77,14 +82,20 @@ async def test_a_shifted_feature_fires_the_drift_rule(monitor: Monitor, registry
         pb.CreateAlertRuleRequest(alert_rule=rule(condition), alert_rule_id="x0-drift")
     )
     steady = frame(500, 8).to_numpy()
-    await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(
-        batch=batch("churn", version, steady, [f"s{i}" for i in range(500)])))
+    await monitor.stub.LogPredictionBatch(
+        pb.LogPredictionBatchRequest(
+            batch=batch("churn", version, steady, [f"s{i}" for i in range(500)])
+        )
+    )
     await asyncio.sleep(1.5)
     status = await monitor.stub.GetAlertRule(pb.GetAlertRuleRequest(name="alertRules/x0-drift"))
     assert status.alert_rule.status.state == alerts_pb2.ALERT_RULE_STATE_OK
     shifted = frame(2000, 9, shift=1.0).to_numpy()
-    await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(
-        batch=batch("churn", version, shifted, [f"d{i}" for i in range(2000)])))
+    await monitor.stub.LogPredictionBatch(
+        pb.LogPredictionBatchRequest(
+            batch=batch("churn", version, shifted, [f"d{i}" for i in range(2000)])
+        )
+    )
     found = await fired(monitor, "alertRules/x0-drift")
     assert found.alerts and found.alerts[0].value >= 0.1
     assert np.isfinite(found.alerts[0].value)

@@ -13,8 +13,8 @@ from tests.support.monitor import Monitor, batch, feedback, frame, labels_for, l
 from tests.support.registry import rpc_error
 
 
-def scope(name: str, **fields: object) -> rp.ReportScope:
-    return rp.ReportScope(model=f"models/{name}", **fields)  # type: ignore[arg-type]
+def scope(name: str) -> rp.ReportScope:
+    return rp.ReportScope(model=f"models/{name}")
 
 
 async def test_drift_flags_exactly_the_shifted_feature(

@@ -121,7 +121,8 @@ async def test_a_newer_stream_of_the_same_producer_takes_over(
 
     old = monitor.stub.LogPredictions(first_requests(), timeout=30)
     await first_queue.put(open_message("inference-0"))
-    assert (await old.read()).HasField("ready")
+    first = await old.read()
+    assert isinstance(first, pb.LogPredictionsResponse) and first.HasField("ready")
     newer = await stream(monitor, sent[:1])
     assert newer[1].ack.outcome == ingest_pb2.BATCH_OUTCOME_APPLIED
     await first_queue.put(pb.LogPredictionsRequest(batch=sent[1]))

@@ -40,8 +40,12 @@ async def log_model(registry_address: str, model: Any, x: Any, y: Any, **extra: 
 def outputs_batch(version: int, x: np.ndarray, ids: list[str]) -> ingest_pb2.PredictionBatch:
     n = len(x)
     return ingest_pb2.PredictionBatch(
-        producer_id="p", model="models/m", version=version, row_count=n,
-        prediction_ids=column_strings("", ids), time_unix_nanos=[time.time_ns()] * n,
+        producer_id="p",
+        model="models/m",
+        version=version,
+        row_count=n,
+        prediction_ids=column_strings("", ids),
+        time_unix_nanos=[time.time_ns()] * n,
         features=[column_raw(f"x{i}", x[:, i].astype(np.float64)) for i in range(x.shape[1])],
     )
 
@@ -65,7 +69,9 @@ async def test_regression_errors_match_sklearn(monitor: Monitor, registry_addres
     request.prediction_ids.CopyFrom(column_strings("", [f"r{i}" for i in range(2000)]))
     request.labels.CopyFrom(column_raw("", truth))
     await monitor.stub.LogFeedback(request)
-    report = (await monitor.stub.ComputePerformance(pb.ComputePerformanceRequest(scope=scope()))).report
+    report = (
+        await monitor.stub.ComputePerformance(pb.ComputePerformanceRequest(scope=scope()))
+    ).report
     found = {m.name: m.value for m in report.metrics}
     assert found["rmse"] == pytest.approx(mean_squared_error(truth, predicted) ** 0.5, rel=1e-9)
     assert found["mae"] == pytest.approx(mean_absolute_error(truth, predicted), rel=1e-9)
@@ -74,7 +80,9 @@ async def test_regression_errors_match_sklearn(monitor: Monitor, registry_addres
     assert drift.label.current_count == 2000 and not drift.label.drifted
 
 
-async def test_multiclass_per_class_figures_match_sklearn(monitor: Monitor, registry_address: str) -> None:
+async def test_multiclass_per_class_figures_match_sklearn(
+    monitor: Monitor, registry_address: str
+) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
@@ -91,29 +99,39 @@ async def test_multiclass_per_class_figures_match_sklearn(monitor: Monitor, regi
     message.outputs.label.CopyFrom(column_raw("", predicted.astype(np.int64)))
     message.outputs.probabilities.extend(column_raw("", probabilities[:, k]) for k in range(3))
     await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
-    truth = np.digitize(x[:, 0] + x[:, 1] + np.random.default_rng(2).normal(0, 0.4, 1500), [-0.7, 0.7])
+    truth = np.digitize(
+        x[:, 0] + x[:, 1] + np.random.default_rng(2).normal(0, 0.4, 1500), [-0.7, 0.7]
+    )
     request = pb.LogFeedbackRequest(model="models/m", row_count=1500)
     request.prediction_ids.CopyFrom(column_strings("", ids))
     request.labels.CopyFrom(column_strings("", [str(t) for t in truth]))
     await monitor.stub.LogFeedback(request)
-    report = (await monitor.stub.ComputePerformance(pb.ComputePerformanceRequest(scope=scope()))).report
+    report = (
+        await monitor.stub.ComputePerformance(pb.ComputePerformanceRequest(scope=scope()))
+    ).report
     found = {m.name: m.value for m in report.metrics}
     assert found["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
     assert found["f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
-    precision, recall, _, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
-    assert [c.support for c in report.per_class] == list(support)
-    per_class_precision = [next(m.value for m in c.metrics if m.name == "precision") for c in report.per_class]
-    assert per_class_precision == pytest.approx(list(precision))
-    assert list(report.confusion.counts) == list(
-        np.bincount(truth * 3 + predicted, minlength=9)
+    precision, recall, _, support = precision_recall_fscore_support(
+        truth, predicted, zero_division=0
     )
+    assert [c.support for c in report.per_class] == list(support)
+    per_class_precision = [
+        next(m.value for m in c.metrics if m.name == "precision") for c in report.per_class
+    ]
+    assert per_class_precision == pytest.approx(list(precision))
+    assert list(report.confusion.counts) == list(np.bincount(truth * 3 + predicted, minlength=9))
 
 
-async def test_fairness_per_group_of_a_protected_feature(monitor: Monitor, registry_address: str) -> None:
+async def test_fairness_per_group_of_a_protected_feature(
+    monitor: Monitor, registry_address: str
+) -> None:
     version = await log_classifier(registry_address, "m", protected=["x1"])
     x = frame(4000, 5).to_numpy()
     ids = [f"f{i}" for i in range(4000)]
-    await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=batch("m", version, x, ids)))
+    await monitor.stub.LogPredictionBatch(
+        pb.LogPredictionBatchRequest(batch=batch("m", version, x, ids))
+    )
     await monitor.stub.LogFeedback(feedback("m", ids, labels_for(x)))
     report = (await monitor.stub.ComputeFairness(pb.ComputeFairnessRequest(scope=scope()))).report
     (feature,) = report.features
@@ -124,9 +142,14 @@ async def test_fairness_per_group_of_a_protected_feature(monitor: Monitor, regis
     assert feature.demographic_parity_difference == pytest.approx(max(rates) - min(rates))
     assert feature.demographic_parity_difference > 0.2 and not feature.four_fifths_passed
     assert sum(g.row_count for g in feature.groups) == 4000
-    assert sum(g.true_positives for g in feature.groups) == int(((score >= 0.5) & (labels_for(x) == 1)).sum())
-    error = await rpc_error(monitor.stub.ComputeFairness(pb.ComputeFairnessRequest(
-        scope=scope(), options=rp.FairnessOptions(features=["x0"]))))
+    assert sum(g.true_positives for g in feature.groups) == int(
+        ((score >= 0.5) & (labels_for(x) == 1)).sum()
+    )
+    error = await rpc_error(
+        monitor.stub.ComputeFairness(
+            pb.ComputeFairnessRequest(scope=scope(), options=rp.FairnessOptions(features=["x0"]))
+        )
+    )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "x0" in (error.details() or "")
 
 
@@ -142,47 +165,76 @@ async def test_two_variants_compared(monitor: Monitor, registry_address: str) ->
         wrong = rng.random(3000) < flip
         truth[wrong] = 1 - truth[wrong]
         await monitor.stub.LogFeedback(feedback("m", ids, truth))
-    reply = await monitor.stub.CompareVariants(pb.CompareVariantsRequest(
-        scope=scope(), baseline_variant="control", candidate_variant="canary",
-        metrics=["accuracy", "f1", "roc_auc", "log_loss"]))
+    reply = await monitor.stub.CompareVariants(
+        pb.CompareVariantsRequest(
+            scope=scope(),
+            baseline_variant="control",
+            candidate_variant="canary",
+            metrics=["accuracy", "f1", "roc_auc", "log_loss"],
+        )
+    )
     verdicts = {c.metric: c.verdict for c in reply.report.comparisons}
     assert verdicts == {m: rp.COMPARISON_VERDICT_CANDIDATE_WORSE for m in verdicts}
     accuracy = reply.report.comparisons[0]
     assert accuracy.test == rp.COMPARISON_TEST_TWO_PROPORTION_Z
-    assert accuracy.difference_interval.lower < accuracy.difference < accuracy.difference_interval.upper < 0
+    assert (
+        accuracy.difference_interval.lower
+        < accuracy.difference
+        < accuracy.difference_interval.upper
+        < 0
+    )
     assert accuracy.baseline.variant == "control" and list(accuracy.candidate.versions) == [version]
-    error = await rpc_error(monitor.stub.CompareVariants(pb.CompareVariantsRequest(
-        scope=scope(), baseline_variant="control", candidate_variant="shadow")))
+    error = await rpc_error(
+        monitor.stub.CompareVariants(
+            pb.CompareVariantsRequest(
+                scope=scope(), baseline_variant="control", candidate_variant="shadow"
+            )
+        )
+    )
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_logged_row_is_read_back_with_its_trace(monitor: Monitor, registry_address: str) -> None:
+async def test_a_logged_row_is_read_back_with_its_trace(
+    monitor: Monitor, registry_address: str
+) -> None:
     version = await log_classifier(registry_address, "m")
     x = frame(3, 9).to_numpy()
     message = batch("m", version, x, ["a", "b", "c"])
     message.trace_ids = bytes(range(16)) * 3
     await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
-    got = (await monitor.stub.GetPrediction(pb.GetPredictionRequest(model="models/m", prediction_id="b"))).prediction
+    got = (
+        await monitor.stub.GetPrediction(
+            pb.GetPredictionRequest(model="models/m", prediction_id="b")
+        )
+    ).prediction
     assert list(got.row.prediction_ids.strings.values) == ["b"]
     assert got.row.trace_ids == bytes(range(16))
     assert got.row.features[0].doubles.values[0] == pytest.approx(x[1, 0])
-    error = await rpc_error(monitor.stub.GetPrediction(pb.GetPredictionRequest(model="models/m", prediction_id="zz")))
+    error = await rpc_error(
+        monitor.stub.GetPrediction(pb.GetPredictionRequest(model="models/m", prediction_id="zz"))
+    )
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_p_value_mode_uses_ks_with_correction(monitor: Monitor, registry_address: str) -> None:
+async def test_p_value_mode_uses_ks_with_correction(
+    monitor: Monitor, registry_address: str
+) -> None:
     version = await log_classifier(registry_address, "m")
     x = frame(3000, 10, shift=0.3).to_numpy()
-    await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(
-        batch=batch("m", version, x, [f"k{i}" for i in range(3000)])))
+    await monitor.stub.LogPredictionBatch(
+        pb.LogPredictionBatchRequest(batch=batch("m", version, x, [f"k{i}" for i in range(3000)]))
+    )
     options = rp.DriftOptions(numeric_method=rp.DRIFT_METHOD_KS, mode=rp.DRIFT_TEST_MODE_P_VALUE)
-    report = (await monitor.stub.ComputeDrift(pb.ComputeDriftRequest(scope=scope(), options=options))).report
+    report = (
+        await monitor.stub.ComputeDrift(pb.ComputeDriftRequest(scope=scope(), options=options))
+    ).report
     x0 = report.features[0]
     assert x0.method == rp.DRIFT_METHOD_KS and x0.drifted and x0.adjusted_p_value < 0.05
     assert x0.HasField("p_value") and x0.threshold == pytest.approx(0.05)
     distance = rp.DriftOptions(
         mode=rp.DRIFT_TEST_MODE_P_VALUE, numeric_method=rp.DRIFT_METHOD_WASSERSTEIN
     )
-    error = await rpc_error(monitor.stub.ComputeDrift(pb.ComputeDriftRequest(
-        scope=scope(), options=distance)))
+    error = await rpc_error(
+        monitor.stub.ComputeDrift(pb.ComputeDriftRequest(scope=scope(), options=distance))
+    )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -3,13 +3,28 @@ one-column path counts, and merging two halves equals counting the whole."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
+import numpy.typing as npt
 
 from keel.client.profile import numeric_profile
 from services.monitor.accumulate import Rows, count_numeric, count_predictions
 from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
 from services.monitor.reference import BINARY, FeatureSpec, ModelReference, NumericReference
+
+Floats = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+Numbers = npt.NDArray[np.int64] | npt.NDArray[np.float64]  # what a state's arrays hold
+
+
+def assert_close(
+    actual: npt.NDArray[np.generic], desired: npt.NDArray[np.generic], name: str
+) -> None:
+    np.testing.assert_allclose(
+        cast(Numbers, actual), cast(Numbers, desired), rtol=1e-12, err_msg=name
+    )
 
 
 def reference() -> ModelReference:
@@ -25,12 +40,18 @@ def reference() -> ModelReference:
         FeatureSpec("c", "numeric", range_min=0.0),
     )
     return ModelReference(
-        model="m", version=1, task=BINARY, features=features, class_labels=("0", "1"),
-        columns={k: v for k, v in columns.items() if v is not None}, row_count=5000, digest="d",
+        model="m",
+        version=1,
+        task=BINARY,
+        features=features,
+        class_labels=("0", "1"),
+        columns={k: v for k, v in columns.items() if v is not None},
+        row_count=5000,
+        digest="d",
     )
 
 
-def current(seed: int, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def current(seed: int, n: int) -> dict[str, tuple[Floats, Mask]]:
     rng = np.random.default_rng(seed)
     a = rng.normal(0.3, 1.5, n)
     a[rng.random(n) < 0.05] = np.nan
@@ -58,7 +79,7 @@ def test_the_block_path_counts_exactly_like_one_column_at_a_time() -> None:
         count_numeric(apart, f"n:{feature.name}", column, values, missing, bounds)
     for name, array in apart.arrays.items():
         if name.startswith("n:") and not name.startswith("n:prediction"):
-            np.testing.assert_allclose(together.arrays[name], array, rtol=1e-12, err_msg=name)
+            assert_close(together.arrays[name], array, name)
 
 
 def test_two_halves_merged_equal_the_whole() -> None:
@@ -68,10 +89,11 @@ def test_two_halves_merged_equal_the_whole() -> None:
     count_predictions(whole, ref, Rows(numeric=columns))
     halves = [State.empty(ref.layout), State.empty(ref.layout)]
     for half, part in zip(halves, (slice(0, 1234), slice(1234, 3000)), strict=True):
-        count_predictions(half, ref, Rows(numeric={k: (v[part], m[part]) for k, (v, m) in columns.items()}))
+        numeric = {k: (v[part], m[part]) for k, (v, m) in columns.items()}
+        count_predictions(half, ref, Rows(numeric=numeric))
     halves[0].merge(halves[1])
     for name, array in whole.arrays.items():
-        np.testing.assert_allclose(halves[0].arrays[name], array, rtol=1e-12, err_msg=name)
+        assert_close(halves[0].arrays[name], array, name)
     again = State.from_bytes(halves[0].to_bytes(), ref.layout)
     for name, array in whole.arrays.items():
-        np.testing.assert_allclose(again.arrays[name], array, rtol=1e-12, err_msg=name)
+        assert_close(again.arrays[name], array, name)

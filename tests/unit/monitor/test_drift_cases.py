@@ -6,6 +6,7 @@ bucket state, and the verdicts come from that state alone."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from keel.client.profile import categorical_profile, numeric_profile
@@ -13,14 +14,17 @@ from keel.monitor.v1 import reports_pb2 as rp
 from services.monitor.accumulate import Rows, count_predictions
 from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
+from services.monitor.drift import drift_report
 from services.monitor.reference import BINARY, FeatureSpec, ModelReference
 from services.monitor.scope import VersionRows
 
 REFERENCE_ROWS = 100_000
 CITIES = ("paris", "lyon", "nice", "lille")
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
 
 
-def shapes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+def shapes(rng: np.random.Generator, n: int) -> dict[str, Floats]:
     """Every shape a feature takes here, drawn independently."""
     return {
         "normal": rng.normal(10, 2, n),
@@ -30,9 +34,7 @@ def shapes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
-def city(
-    rng: np.random.Generator, n: int, mix: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
-) -> np.ndarray:
+def city(rng: np.random.Generator, n: int, mix: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)) -> Ints:
     return rng.choice(len(CITIES), size=n, p=mix)
 
 
@@ -61,7 +63,7 @@ def reference_for(seed: int) -> ModelReference:
 
 
 def verdicts(
-    reference: ModelReference, numeric: dict[str, np.ndarray], cities: np.ndarray
+    reference: ModelReference, numeric: dict[str, Floats], cities: Ints
 ) -> dict[str, bool]:
     state = State.empty(reference.layout)
     index = reference.layout.categories["city"].index
@@ -74,9 +76,7 @@ def verdicts(
             categorical={"city": (codes[part], np.zeros(len(codes[part]), dtype=bool))},
         )
         count_predictions(state, reference, rows)
-    report = __import__("services.monitor.drift", fromlist=["drift_report"]).drift_report(
-        VersionRows(reference, state, n), rp.DriftOptions()
-    )
+    report = drift_report(VersionRows(reference, state, n), rp.DriftOptions())
     return {f.feature: f.drifted for f in report.features}
 
 

@@ -1,0 +1,233 @@
+"""The monitor benchmark's printout: Evidently's figures, Keel's ingestion, verdict latency
+and memory, the ratios beside the goals of issue 5, and both tools' drift verdicts side
+by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import monitor_data as data
+from bench.monitor_load import DriftTimings, Ingestion, RssSamples
+from bench.stats import CpuShare, median, percentile_ms
+from keel.monitor.v1 import monitor_pb2, reports_pb2
+
+GOAL_ROWS_PER_S = 500_000
+GOAL_RATIO = 30
+GOAL_VERDICT_MS = 10.0
+FLAT_GROWTH = 0.05  # RSS "flat": the second half of the ingestion adds < 5 % (and 20 MiB)
+
+
+@dataclass
+class Evidently:
+    """What ``bench.monitor_evidently`` printed."""
+
+    figures: dict[str, Any]
+
+    @property
+    def rows_per_s(self) -> float:
+        """Current rows per second of ``Report.run`` alone (its most favourable figure)."""
+        return float(self.figures["current_rows"]) / float(self.figures["run_s"])
+
+    def verdicts(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = self.figures["verdicts"]
+        return found
+
+
+@dataclass
+class Verdicts:
+    """ComputeDrift timings after a given number of ingested rows, spread over how many
+    base buckets (1: all rows made within the same few minutes)."""
+
+    rows: int
+    timings: DriftTimings
+    buckets: int = 1
+
+    @property
+    def label(self) -> str:
+        spread = "" if self.buckets == 1 else f" over {self.buckets} buckets"
+        return f"{self.rows:,} rows{spread}"
+
+
+@dataclass
+class KeelFigures:
+    single: list[Ingestion] = field(default_factory=list)
+    double: list[Ingestion] = field(default_factory=list)
+    cpu_single: list[CpuShare] = field(default_factory=list)
+    cpu_double: list[CpuShare] = field(default_factory=list)
+    bodies_s: float = 0.0  # building every batch body (features, outputs, times)
+    requests_s: list[float] = field(default_factory=list)  # headers + framing, per ingestion
+    verdicts: list[Verdicts] = field(default_factory=list)
+    rss: RssSamples = field(default_factory=RssSamples)
+    rss_rows: int = 0
+    rss_ingestion: Ingestion | None = None
+    cpu_rss: CpuShare | None = None
+    disk_mb: float = 0.0  # the monitor's --data-dir after the RSS phase
+
+
+def evidently_lines(ev: Evidently) -> None:
+    f = ev.figures
+    print(
+        f"evidently {f['evidently']} (pandas {f['pandas']}): Report([DataDriftPreset()]) "
+        f"on {f['reference_rows']:,} reference and {f['current_rows']:,} current rows "
+        f"x {f['columns']} columns"
+    )
+    print(
+        f"  Report.run {f['run_s']:.2f} s = {ev.rows_per_s:,.0f} current rows/s; "
+        f"snapshot.dict() {1000 * f['dict_s']:.1f} ms; frames built in {f['frames_s']:.2f} s "
+        f"(not counted); import {f['import_s']:.1f} s"
+    )
+    print(
+        f"  RSS before run {f['rss_before_run_mb']:.0f} MiB (imports + frames), peak "
+        f"{f['peak_rss_mb']:.0f} MiB, end {f['rss_end_mb']:.0f} MiB; "
+        f"drifted: {', '.join(f['drifted']) or 'none'}"
+    )
+
+
+def _rate(ingestions: list[Ingestion]) -> float:
+    return median([i.rows_per_s for i in ingestions])
+
+
+def _cpu(shares: list[CpuShare]) -> str:
+    if not shares:
+        return "?"
+    return shares[len(shares) // 2].describe()
+
+
+def _goal(label: str, value: str, goal: str, met: bool) -> None:
+    print(f"  {label:<52}{value:>14}  goal {goal:<12}{'met' if met else 'MISSED'}")
+
+
+def keel_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
+    rows = keel.single[0].rows if keel.single else 0
+    batches = rows // data.BLOCK
+    print(
+        f"keel monitor: {rows:,} rows per ingestion in {batches:,} batches of {data.BLOCK:,} "
+        f"rows, {len(keel.single)} run(s), medians; pre-built before timing: bodies "
+        f"{1e6 * keel.bodies_s / max(batches, 1):.0f} us/batch, ids + framing "
+        f"{1e6 * median(keel.requests_s) / max(batches, 1):.0f} us/batch (not counted)"
+    )
+    print(f"{'':<30}{'rows/s':>12}{'seconds':>10}  CPU (fraction of a core)")
+    for label, runs, cpu in (
+        ("1 producer", keel.single, keel.cpu_single),
+        ("2 producers", keel.double, keel.cpu_double),
+    ):
+        seconds = median([i.seconds for i in runs])
+        print(f"  {label:<28}{_rate(runs):>12,.0f}{seconds:>10.2f}  {_cpu(cpu)}")
+    windows = sorted({w for i in keel.single + keel.double for p in i.producers for w in p.windows})
+    print(f"  flow-control windows seen (max_in_flight_batches): {windows}")
+    for verdict in keel.verdicts:
+        t = verdict.timings
+        print(
+            f"  ComputeDrift after {verdict.label}: p50 {percentile_ms(t.seconds, 0.5):.2f} "
+            f"ms, p90 {percentile_ms(t.seconds, 0.9):.2f} ms over {len(t.seconds)} calls "
+            f"(first call {1000 * t.first:.2f} ms); report.row_count "
+            f"{t.answer.report.row_count:,}"
+            + ("" if t.answer.report.row_count == verdict.rows else "  !! expected the rows sent")
+        )
+    rss_lines(keel)
+    ratio_lines(keel, evidently)
+
+
+def rss_lines(keel: KeelFigures) -> None:
+    samples = keel.rss.samples
+    if not samples:
+        return
+    rss = [s[1] for s in samples]
+    ingestion = keel.rss_ingestion
+    rate = f", {ingestion.rows_per_s:,.0f} rows/s" if ingestion else ""
+    cpu = f", {keel.cpu_rss.describe()}" if keel.cpu_rss else ""
+    print(
+        f"  monitor RSS while ingesting {keel.rss_rows:,} rows (1 producer, batches built "
+        f"while sending{rate}{cpu}), sampled every 0.5 s: start {rss[0]:.0f} MiB, peak "
+        f"{max(rss):.0f} MiB, end {rss[-1]:.0f} MiB; its data dir then {keel.disk_mb:,.0f} MiB"
+    )
+    step = 1_000_000 if keel.rss_rows >= 2_000_000 else 100_000
+    marks: list[str] = []
+    previous = samples[0]
+    for mark in range(step, keel.rss_rows + 1, step):
+        at = next((s for s in samples if s[2] >= mark), samples[-1])
+        speed = (at[2] - previous[2]) / (at[0] - previous[0]) if at[0] > previous[0] else 0.0
+        marks.append(f"{mark // 1000:,}k: {at[1]:.0f} MiB ({speed / 1000:.0f}k/s)")
+        previous = at
+    print("    RSS at rows acknowledged (and rows/s since the previous mark):")
+    for start in range(0, len(marks), 5):
+        print("      " + "; ".join(marks[start : start + 5]))
+    half = next((s for s in samples if s[2] >= keel.rss_rows // 2), samples[-1])
+    growth = rss[-1] - half[1]
+    flat = growth <= max(FLAT_GROWTH * half[1], 20.0)
+    print(
+        f"    second half of the ingestion: {growth:+.0f} MiB "
+        f"({100 * growth / half[1]:+.1f} %): {'flat' if flat else 'GROWING'}"
+    )
+
+
+def ratio_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
+    print("goals (issue 5)")
+    single = _rate(keel.single)
+    _goal(
+        "keel rows/s, 1 producer",
+        f"{single:,.0f}",
+        f">= {GOAL_ROWS_PER_S:,}",
+        single >= GOAL_ROWS_PER_S,
+    )
+    double = _rate(keel.double)
+    _goal(
+        "keel rows/s, 2 producers",
+        f"{double:,.0f}",
+        f">= {GOAL_ROWS_PER_S:,}",
+        double >= GOAL_ROWS_PER_S,
+    )
+    if evidently is not None:
+        ratio = max(single, double) / evidently.rows_per_s
+        _goal(
+            "keel rows/s / evidently rows/s (best keel)",
+            f"{ratio:.1f}x",
+            f">= {GOAL_RATIO}x",
+            ratio >= GOAL_RATIO,
+        )
+    for verdict in keel.verdicts:
+        p50 = percentile_ms(verdict.timings.seconds, 0.5)
+        p90 = percentile_ms(verdict.timings.seconds, 0.9)
+        _goal(
+            f"verdict p50/p90, {verdict.label}",
+            f"{p50:.2f}/{p90:.2f} ms",
+            f"<= {GOAL_VERDICT_MS:g} ms",
+            p90 <= GOAL_VERDICT_MS,
+        )
+
+
+def _keel_columns(answer: monitor_pb2.ComputeDriftResponse) -> dict[str, reports_pb2.FeatureDrift]:
+    report = answer.report
+    found = {f.feature: f for f in report.features}
+    if report.HasField("prediction"):
+        found["prediction"] = report.prediction
+    return found
+
+
+def verdict_lines(keel: KeelFigures | None, evidently: Evidently | None) -> None:
+    """Per column: Keel's method, statistic and verdict beside Evidently's."""
+    ours = _keel_columns(keel.verdicts[-1].timings.answer) if keel and keel.verdicts else {}
+    theirs = evidently.verdicts() if evidently else {}
+    print(f"drift verdicts (expected drifted: {', '.join(data.DRIFTED)})")
+    numbers = f"{'statistic':>10}{'drifted':>9}"
+    print(f"  {'column':<12}{'keel method':<14}{numbers}    {'evidently method':<31}{numbers}")
+    agree = 0
+    names = [*data.FEATURES, "prediction"]
+    for name in names:
+        k, e = ours.get(name), theirs.get(name)
+        left = f"{'-':<14}{'-':>10}{'-':>9}"
+        if k is not None:
+            method = reports_pb2.DriftMethod.Name(k.method).removeprefix("DRIFT_METHOD_").lower()
+            left = f"{method[:13]:<14}{k.statistic:>10.4f}{'yes' if k.drifted else 'no':>9}"
+        right = f"{'-':<31}{'-':>10}{'-':>9}"
+        if e is not None:
+            right = (
+                f"{e['method'][:30]:<31}{e['statistic']:>10.4f}{'yes' if e['drifted'] else 'no':>9}"
+            )
+        same = k is not None and e is not None and k.drifted == e["drifted"]
+        agree += same
+        differ = not same and k is not None and e is not None
+        print(f"  {name:<12}{left}    {right}{'  !! differ' if differ else ''}")
+    if ours and theirs:
+        print(f"  the two agree on {agree} of {len(names)} columns")

@@ -20,7 +20,6 @@ import struct
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +27,8 @@ import numpy.typing as npt
 from services.monitor.reference import TOP_UNSEEN, Layout
 
 FORMAT = "keel.monitor.aggregate/1"
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 class StateFormatError(ValueError):
@@ -114,15 +115,11 @@ class State:
             self._views = views
         return self._views
 
-    def i8(self, name: str) -> npt.NDArray[np.int64]:
-        array = self.arrays[name]
-        assert array.dtype == np.int64
-        return cast(npt.NDArray[np.int64], array)
+    def i8(self, name: str) -> IntArray:
+        return self.arrays[name]  # type: ignore[return-value]
 
-    def f8(self, name: str) -> npt.NDArray[np.float64]:
-        array = self.arrays[name]
-        assert array.dtype == np.float64
-        return cast(npt.NDArray[np.float64], array)
+    def f8(self, name: str) -> FloatArray:
+        return self.arrays[name]  # type: ignore[return-value]
 
     def merge(self, other: State) -> None:
         """Add ``other`` into this state (same layout)."""

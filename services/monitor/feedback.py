@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, Table, and_, delete, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.monitor.accumulate import count_labels
@@ -126,11 +126,12 @@ def _join(
     references: Mapping[int, ModelReference],
 ) -> tuple[int, int]:
     """Count labels whose prediction is logged and unlabelled; (joined, already labelled)."""
-    found = connection.execute(
-        select(IDS.c.prediction_id, IDS.c.segment, IDS.c.row, IDS.c.labeled).where(
-            IDS.c.model == model, IDS.c.prediction_id.in_(list(labels))
-        )
-    ).all()
+    query = select(IDS.c.prediction_id, IDS.c.segment, IDS.c.row, IDS.c.labeled).where(
+        IDS.c.model == model, IDS.c.prediction_id.in_(list(labels))
+    )
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update()  # another replica's label for the same id waits
+    found = connection.execute(query).all()
     by_segment: dict[int, list[tuple[str, int]]] = defaultdict(list)
     already = 0
     for pid, segment, row, labeled in found:
@@ -138,22 +139,23 @@ def _join(
             already += 1
         else:
             by_segment[int(segment)].append((pid, int(row)))
+    claimed = [pid for members in by_segment.values() for pid, _ in members]
+    if claimed:
+        connection.execute(
+            update(IDS)
+            .where(IDS.c.model == model, IDS.c.prediction_id == bindparam("pid"))
+            .values(labeled=True, label=bindparam("text"), label_time=bindparam("at")),
+            [
+                {"pid": pid, "text": labels[pid].text, "at": labels[pid].label_time}
+                for pid in claimed
+            ],
+        )
     joined = 0
     for segment, members in by_segment.items():
-        claimed = [pid for pid, _ in members if _claim(connection, model, pid)]
-        already += len(members) - len(claimed)
-        rows = [row for pid, row in members if pid in set(claimed)]
-        joined += _count_segment(connection, writer, segment, rows, claimed, labels, references)
+        ids = [pid for pid, _ in members]
+        rows = [row for _, row in members]
+        joined += _count_segment(connection, writer, segment, rows, ids, labels, references)
     return joined, already
-
-
-def _claim(connection: Connection, model: str, pid: str) -> bool:
-    done = connection.execute(
-        update(IDS)
-        .where(and_(IDS.c.model == model, IDS.c.prediction_id == pid, IDS.c.labeled.is_(False)))
-        .values(labeled=True)
-    )
-    return done.rowcount == 1
 
 
 def _count_segment(

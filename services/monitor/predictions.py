@@ -32,7 +32,9 @@ class Predictions:
 
 
 def _find(connection: Connection, model: str, pid: str) -> ingest_pb2.PredictionRecord | None:
-    where = select(IDS.c.segment, IDS.c.row).where(IDS.c.model == model, IDS.c.prediction_id == pid)
+    where = select(IDS.c.segment, IDS.c.row, IDS.c.label, IDS.c.label_time).where(
+        IDS.c.model == model, IDS.c.prediction_id == pid
+    )
     located = connection.execute(where).first()
     if located is None:
         return None
@@ -44,6 +46,9 @@ def _find(connection: Connection, model: str, pid: str) -> ingest_pb2.Prediction
     batch = ingest_pb2.PredictionBatch.FromString(bytes(segment[0]))
     record = ingest_pb2.PredictionRecord(row=one_row(batch, int(located[1])))
     record.expire_time.FromNanoseconds(int(segment[1]))
+    if located[2] is not None:
+        record.label.strings.values.append(str(located[2]))
+        record.label_time.FromNanoseconds(int(located[3] or 0))
     return record
 
 

@@ -108,6 +108,8 @@ class PredictionIdRow(MonitorTable, table=True):
     segment: int = Field(sa_type=BigInteger)
     row: int
     labeled: bool = False
+    label: str | None = None  # the joined label (class label, or a regressor's value)
+    label_time: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class PendingLabelRow(MonitorTable, table=True):

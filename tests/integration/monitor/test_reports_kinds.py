@@ -202,6 +202,7 @@ async def test_a_logged_row_is_read_back_with_its_trace(
     message = batch("m", version, x, ["a", "b", "c"])
     message.trace_ids = bytes(range(16)) * 3
     await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
+    await monitor.stub.LogFeedback(feedback("m", ["b"], [1]))
     got = (
         await monitor.stub.GetPrediction(
             pb.GetPredictionRequest(model="models/m", prediction_id="b")
@@ -209,6 +210,7 @@ async def test_a_logged_row_is_read_back_with_its_trace(
     ).prediction
     assert list(got.row.prediction_ids.strings.values) == ["b"]
     assert got.row.trace_ids == bytes(range(16))
+    assert list(got.label.strings.values) == ["1"] and got.HasField("label_time")
     assert got.row.features[0].doubles.values[0] == pytest.approx(x[1, 0])
     error = await rpc_error(
         monitor.stub.GetPrediction(pb.GetPredictionRequest(model="models/m", prediction_id="zz"))

@@ -69,6 +69,8 @@ def upgrade() -> None:
         sa.Column("segment", sa.BigInteger(), nullable=False),
         sa.Column("row", sa.Integer(), nullable=False),
         sa.Column("labeled", sa.Boolean(), nullable=False),
+        sa.Column("label", sa.String(), nullable=True),
+        sa.Column("label_time", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("model", "prediction_id"),
         sqlite_with_rowid=False,
     )

@@ -9,6 +9,7 @@ Blocking database work runs in worker threads, one transaction per unit of work.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,6 +80,8 @@ class Database:
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._busy = 0
+        self._busy_lock = threading.Lock()
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         with self._writer.begin() as connection:
@@ -86,7 +89,7 @@ class Database:
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         if self.dialect != "sqlite":
-            return await asyncio.to_thread(self._transaction, work)
+            return await self._in_thread(self._transaction, work)
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((work, done))
         if self._drainer is None or self._drainer.done():
@@ -96,7 +99,7 @@ class Database:
     async def _drain(self) -> None:
         while self._pending:
             group, self._pending = self._pending[:GROUP_LIMIT], self._pending[GROUP_LIMIT:]
-            outcomes = await asyncio.to_thread(self._group, [work for work, _ in group])
+            outcomes = await self._in_thread(self._group, [work for work, _ in group])
             for (_, done), (ok, value) in zip(group, outcomes, strict=True):
                 if done.cancelled():
                     continue
@@ -129,7 +132,7 @@ class Database:
             # is shorter than a hand-off to a thread and back, and that hand-off was
             # most of a small read's tail latency.
             return self._read(work)
-        return await asyncio.to_thread(self._read, work)
+        return await self._in_thread(self._read, work)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         with self.engine.connect() as connection:
@@ -137,6 +140,30 @@ class Database:
                 return work(connection)
             with connection.begin():
                 return work(connection)
+
+    async def _in_thread(self, function: Callable[[Any], T], argument: Any) -> T:
+        """Run in a worker thread, counted, so that ``aclose`` can wait for work whose
+        caller was cancelled (the thread runs on and still holds a connection)."""
+
+        def counted() -> T:
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                return function(argument)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+
+        return await asyncio.to_thread(counted)
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Wait (up to ``timeout_s``) for work still running in threads, then close every
+        connection: a connection checked in after ``dispose`` would only be closed by the
+        garbage collector."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._busy and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        self.close()
 
     def close(self) -> None:
         self.engine.dispose()

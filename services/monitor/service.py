@@ -122,7 +122,7 @@ async def open_monitor(
             await expiry
         await monitor.alerting.stop()
         await channel.close(None)
-        monitor.db.close()
+        await monitor.db.aclose()
 
 
 SPEC = ServiceSpec(name="monitor", settings=MonitorSettings, open=open_monitor)

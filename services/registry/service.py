@@ -60,7 +60,7 @@ async def open_registry(
     try:
         yield ServerDeps("registry", [binding], metrics)
     finally:
-        core.db.close()
+        await core.db.aclose()
 
 
 SPEC = ServiceSpec(name="registry", settings=RegistrySettings, open=open_registry)

@@ -248,10 +248,18 @@ def trimmed_wasserstein(ref: NumericReference, current: statistics.Cdf) -> float
     return area / max(ref.stddev, 0.001)
 
 
+def reference_cdf(ref: NumericReference) -> statistics.Cdf:
+    """The reference's CDF from its quantiles, built once per reference."""
+    found = ref.__dict__.get("_cdf")
+    if found is None:
+        found = ref.__dict__["_cdf"] = statistics.Cdf.from_quantiles(ref.levels, ref.values)
+    assert isinstance(found, statistics.Cdf)
+    return found
+
+
 def _cdfs(
     ref: NumericReference, state: State, prefix: str
 ) -> tuple[statistics.Cdf, statistics.Cdf]:
-    reference_cdf = statistics.Cdf.from_quantiles(ref.levels, ref.values)
     lo, hi = ref.grid()
     current_cdf = statistics.Cdf.from_histogram(
         lo,
@@ -260,7 +268,7 @@ def _cdfs(
         float(state.f8(f"{prefix}:min")[0]),
         float(state.f8(f"{prefix}:max")[0]),
     )
-    return reference_cdf, current_cdf
+    return reference_cdf(ref), current_cdf
 
 
 def _bins(

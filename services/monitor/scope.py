@@ -8,6 +8,7 @@ merged from other monitors are added to this monitor's own.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -113,13 +114,20 @@ def make_scope(
     )
 
 
+CACHED_STATES = 512  # decoded bucket states kept (a day's verdict reads ~35)
+Found = tuple[int, int, int, tuple[object, ...], bytes]  # version, rows, labeled, identity, state
+
+
 class Aggregates:
-    """Reads merged bucket states for a scope."""
+    """Reads merged bucket states for a scope. Decoded states are cached by the bucket's
+    identity and revision, so a bucket that did not change since the last report is not
+    decompressed again (most of a report's cost when its range holds many buckets)."""
 
     def __init__(self, db: Database, references: References, base_s: int) -> None:
         self._db = db
         self._references = references
         self.base_s = base_s
+        self._cache: OrderedDict[tuple[object, ...], State] = OrderedDict()
 
     async def select(self, scope: Scope) -> Selection:
         if not await self._references.known_model(scope.model):
@@ -132,12 +140,24 @@ class Aggregates:
         for version in sorted(versions):
             reference = await self._references.get(scope.model, version)
             selection.versions[version] = VersionRows(reference, State.empty(reference.layout))
-        for version, count, labeled, blob in rows:
+        for version, count, labeled, identity, blob in rows:
             held = selection.versions[version]
-            held.state.merge(State.from_bytes(blob, held.reference.layout))
+            held.state.merge(self._decoded(identity, blob, held.reference))
             held.rows += count
             held.labeled += labeled
         return selection
+
+    def _decoded(
+        self, identity: tuple[object, ...], blob: bytes, reference: ModelReference
+    ) -> State:
+        state = self._cache.get(identity)
+        if state is None:
+            state = self._cache[identity] = State.from_bytes(blob, reference.layout)
+            if len(self._cache) > CACHED_STATES:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(identity)
+        return state
 
 
 def _filters(table: Table, scope: Scope) -> list[ColumnElement[bool]]:
@@ -151,27 +171,36 @@ def _filters(table: Table, scope: Scope) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _rows(connection: Connection, scope: Scope, base_s: int) -> list[tuple[int, int, int, bytes]]:
-    found: list[tuple[int, int, int, bytes]] = []
+def _rows(connection: Connection, scope: Scope, base_s: int) -> list[Found]:
+    found: list[Found] = []
     ranges = [
         and_(BUCKETS.c.width_s == width, BUCKETS.c.start_s >= lo, BUCKETS.c.start_s < hi)
         for width, lo, hi in spans(scope.start_s, scope.end_s, base_s)
     ]
-    for table, where in (
-        (BUCKETS, or_(*ranges)),
-        (
-            MERGED,
-            and_(
-                MERGED.c.width_s == base_s,
-                MERGED.c.start_s >= scope.start_s,
-                MERGED.c.start_s < scope.end_s,
-            ),
-        ),
+    merged = and_(
+        MERGED.c.width_s == base_s,
+        MERGED.c.start_s >= scope.start_s,
+        MERGED.c.start_s < scope.end_s,
+    )
+    for table, where, source in (
+        (BUCKETS, or_(*ranges), None),
+        (MERGED, merged, MERGED.c.source_id),
     ):
-        query = select(
-            table.c.version, table.c.row_count, table.c.labeled_count, table.c.state
-        ).where(*_filters(table, scope), where)
-        found.extend(
-            (int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in connection.execute(query)
-        )
+        columns = [
+            table.c.version,
+            table.c.row_count,
+            table.c.labeled_count,
+            table.c.state,
+            table.c.deployment,
+            table.c.variant,
+            table.c.width_s,
+            table.c.start_s,
+            table.c.revision,
+        ]
+        if source is not None:
+            columns.append(source)
+        query = select(*columns).where(*_filters(table, scope), where)
+        for r in connection.execute(query):
+            identity = (table.name, scope.model, *r[:1], *r[4:])
+            found.append((int(r[0]), int(r[1]), int(r[2]), identity, bytes(r[3])))
     return found

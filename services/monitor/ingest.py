@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -26,10 +27,10 @@ from keel.monitor.v1 import ingest_pb2
 from services.common.db import Database
 from services.common.errors import DomainError, ResourceExhausted, Unavailable
 from services.monitor import columns
-from services.monitor.accumulate import Rows, count_predictions
 from services.monitor.aggregates import State
-from services.monitor.batches import DecodedBatch, decode, invalid, unseen_values
+from services.monitor.batches import DecodedBatch, invalid, unseen_values
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
+from services.monitor.counted import Counted, count_batch, count_rows
 from services.monitor.feedback import join_labels, pending_for
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
@@ -59,6 +60,7 @@ class _Item:
     batch: ingest_pb2.PredictionBatch
     reference: ModelReference
     done: asyncio.Future[BatchResult]
+    counted: asyncio.Future[Counted]
 
 
 class Ingestor:
@@ -80,6 +82,10 @@ class Ingestor:
         self._on_applied = on_applied
         self._queue: list[_Item] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._counter = ThreadPoolExecutor(1, thread_name_prefix="monitor-count")
+
+    def close(self) -> None:
+        self._counter.shutdown(wait=False, cancel_futures=True)
 
     async def applied_through(self, producer_id: str) -> int:
         return await self._db.read(lambda c: _mark(c, producer_id, lock=False))
@@ -97,9 +103,11 @@ class Ingestor:
         self, batch: ingest_pb2.PredictionBatch, reference: ModelReference
     ) -> asyncio.Future[BatchResult]:
         """Queue a prepared batch; batches are applied in the order they are queued."""
-        done: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BatchResult] = loop.create_future()
         done.add_done_callback(lambda _: self._on_applied(reference.model))
-        self._queue.append(_Item(batch, reference, done))
+        counted = loop.run_in_executor(self._counter, count_batch, batch, reference, self._bucket_s)
+        self._queue.append(_Item(batch, reference, done, counted))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         return done
@@ -108,7 +116,9 @@ class Ingestor:
         while self._queue:
             group, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
             try:
-                outcomes = await self._db.write(partial(self._apply_group, group=group))
+                counted = [await item.counted for item in group]
+                work = partial(self._apply_group, group=group, counted=counted)
+                outcomes = await self._db.write(work)
             except DomainError as error:
                 outcomes = [error] * len(group)
             except Exception:  # noqa: BLE001 - the store failed: every batch may be resent
@@ -124,47 +134,43 @@ class Ingestor:
                     item.done.set_result(outcome)
 
     def _apply_group(
-        self, connection: Connection, group: list[_Item]
+        self, connection: Connection, group: list[_Item], counted: list[Counted]
     ) -> list[BatchResult | DomainError]:
         state = _GroupState(connection, BucketWriter(connection, self._bucket_s))
         outcomes: list[BatchResult | DomainError] = []
-        for item in group:
-            try:
-                decoded = decode(item.batch, item.reference)
-            except DomainError as error:
-                outcomes.append(error)
+        for item, result in zip(group, counted, strict=True):
+            if result.error is not None or result.decoded is None:
+                outcomes.append(result.error or DomainError("batch not decoded"))
                 continue
-            outcomes.append(self._apply(state, item, decoded))
+            outcomes.append(self._apply(state, item, result))
         state.writer.flush()
         now = time.time_ns()
         for producer, sequence in state.moved.items():
             _set_mark(connection, producer, sequence, now)
         return outcomes
 
-    def _apply(self, group: _GroupState, item: _Item, decoded: DecodedBatch) -> BatchResult:
+    def _apply(self, group: _GroupState, item: _Item, counted: Counted) -> BatchResult:
         batch, reference = item.batch, item.reference
+        decoded = counted.decoded
+        assert decoded is not None
         connection, writer = group.connection, group.writer
         mark = group.mark(batch.producer_id)
         if 0 < batch.sequence <= mark:
             return BatchResult(DUPLICATE, mark, 0, batch.row_count, decoded.ignored_columns)
         now = time.time_ns()
         key = Key(reference.model, reference.version, _name(batch.deployment), batch.variant)
-        rows, times, kept = decoded.rows, decoded.times, decoded.row_count
+        deltas, kept = counted.deltas, decoded.row_count
         if decoded.row_count:
             segment = _store_segment(connection, batch, key, now + self._join_window_ns)
             fresh = _store_ids(connection, key.model, decoded.ids, segment)
-            if not fresh.all():
+            if not fresh.all():  # some rows were seen before: count the new ones only
                 chosen = np.flatnonzero(fresh)
-                rows, times, kept = rows.take(chosen), times[chosen], len(chosen)
-        starts = times // NS // self._bucket_s * self._bucket_s
-        unseen = unseen_values(batch, reference) if reference.layout.categories else {}
-        buckets = np.unique(starts)
-        for start in buckets:
-            picked = None if len(buckets) == 1 else np.flatnonzero(starts == start)
-            part = rows if picked is None else rows.take(picked)
-            count = kept if picked is None else len(picked)
-            writer.add(key, reference, int(start), _filler(reference, part, unseen), rows=count)
-            unseen = {}
+                kept = len(chosen)
+                unseen = unseen_values(batch, reference) if reference.layout.categories else {}
+                rows, times = decoded.rows.take(chosen), decoded.times[chosen]
+                deltas = count_rows(reference, rows, times, self._bucket_s, unseen)
+        for start, (delta, count) in deltas.items():
+            writer.add(key, reference, start, partial(_add, delta), rows=count)
         if batch.rejections:
             _count_rejections(writer, key, reference, batch, now)
         if kept and group.pending(key.model):
@@ -198,13 +204,8 @@ class _GroupState:
         return self.pending_models[model]
 
 
-def _filler(reference: ModelReference, rows: Rows, unseen: dict[str, dict[str, int]]):  # type: ignore[no-untyped-def]
-    def fill(state: State) -> None:
-        count_predictions(state, reference, rows)
-        for column, values in unseen.items():
-            state.add_unseen(column, values)
-
-    return fill
+def _add(delta: State, into: State) -> None:
+    into.merge(delta)
 
 
 def _kept_ids(decoded: DecodedBatch, fresh: npt.NDArray[np.bool_]) -> list[str]:

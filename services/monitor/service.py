@@ -121,6 +121,7 @@ async def open_monitor(
         with contextlib.suppress(asyncio.CancelledError):
             await expiry
         await monitor.alerting.stop()
+        monitor.servicer.ingestor.close()
         await channel.close(None)
         await monitor.db.aclose()
 

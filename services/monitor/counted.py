@@ -1,0 +1,64 @@
+"""A batch decoded and counted before its transaction, in a thread of its own: the
+counting (numpy) of one batch then overlaps with the database work (SQLite releases the
+GIL) of the batches before it. Counted as if every row were new; the rare batch whose
+ids turn out to be partly known is counted again for its new rows only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from keel.monitor.v1 import ingest_pb2
+from services.common.errors import DomainError
+from services.monitor.accumulate import Rows, count_predictions
+from services.monitor.aggregates import State
+from services.monitor.batches import DecodedBatch, decode, unseen_values
+from services.monitor.buckets import NS
+from services.monitor.reference import ModelReference
+
+
+@dataclass
+class Counted:
+    """A batch's rows and their counts per base bucket (or why it was refused)."""
+
+    decoded: DecodedBatch | None
+    error: DomainError | None = None
+    deltas: dict[int, tuple[State, int]] = field(default_factory=dict)  # start -> counts, rows
+
+
+def count_rows(
+    reference: ModelReference,
+    rows: Rows,
+    times: npt.NDArray[np.int64],
+    bucket_s: int,
+    unseen: dict[str, dict[str, int]],
+) -> dict[int, tuple[State, int]]:
+    """Counts of ``rows`` per base bucket of their times."""
+    starts = times // NS // bucket_s * bucket_s
+    buckets = np.unique(starts)
+    deltas: dict[int, tuple[State, int]] = {}
+    for start in buckets:
+        picked = None if len(buckets) == 1 else np.flatnonzero(starts == start)
+        part = rows if picked is None else rows.take(picked)
+        delta = State.empty(reference.layout)
+        count_predictions(delta, reference, part)
+        for column, values in unseen.items():
+            delta.add_unseen(column, values)
+        unseen = {}
+        deltas[int(start)] = (delta, len(starts) if picked is None else len(picked))
+    return deltas
+
+
+def count_batch(
+    batch: ingest_pb2.PredictionBatch, reference: ModelReference, bucket_s: int
+) -> Counted:
+    try:
+        decoded = decode(batch, reference)
+    except DomainError as error:
+        return Counted(None, error)
+    unseen = unseen_values(batch, reference) if reference.layout.categories else {}
+    return Counted(
+        decoded, None, count_rows(reference, decoded.rows, decoded.times, bucket_s, unseen)
+    )

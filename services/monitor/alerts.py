@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from services.common.db import Database
 from services.common.errors import AlreadyExists, Conflict, NotFound
 from services.common.events import SequenceHub
+from services.common.paging import Cursor, check_cursor, page_size, query_digest
 from services.monitor.alert_actions import ActionRunner
 from services.monitor.alert_evaluation import AlertScheduler
-from services.monitor.alert_paging import Cursor, check_cursor, page_size, query_digest
 from services.monitor.alert_records import (
     SECOND_NS,
     AlertEvent,

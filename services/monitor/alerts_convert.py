@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from keel.common.v1 import metric_pb2, paging_pb2
+from keel.common.v1 import metric_pb2
 from keel.monitor.v1 import alerts_pb2 as apb
 from keel.monitor.v1 import monitor_pb2 as mpb
 from keel.monitor.v1 import reports_pb2
-from services.monitor.alert_paging import Cursor
+from services.common.paging import cursor as cursor
+from services.common.paging import token as token
 from services.monitor.alert_records import (
     ActionResult,
     AlertEvent,
@@ -77,27 +76,6 @@ def min_severity(value: int) -> str:
     if name.startswith("#"):
         raise invalid("min_severity", f"unknown severity {value}")
     return name
-
-
-# paging -------------------------------------------------------------------------------
-def cursor(token: str) -> Cursor | None:
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        decoded = paging_pb2.PageCursor.FromString(raw)
-    except (binascii.Error, ValueError, Exception):  # noqa: BLE001 - any garbage is a bad token
-        raise invalid("page_token", "not a token this server issued") from None
-    return Cursor(decoded.last_key, decoded.last_id, decoded.query_digest)
-
-
-def token(next_cursor: Cursor | None) -> str:
-    if next_cursor is None:
-        return ""
-    message = paging_pb2.PageCursor(
-        last_key=next_cursor.last_key, last_id=next_cursor.last_id, query_digest=next_cursor.digest
-    )
-    return base64.urlsafe_b64encode(message.SerializeToString()).decode().rstrip("=")
 
 
 # conditions ---------------------------------------------------------------------------

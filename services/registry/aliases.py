@@ -6,16 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from services.common.errors import Conflict, FailedPrecondition, NotFound, PermissionDenied
+from services.common.paging import Cursor, check_cursor, page_size, query_digest
 from services.registry import gates
-from services.registry.core import (
-    Core,
-    Cursor,
-    check_cursor,
-    invalid,
-    page_size,
-    query_digest,
-    require_model,
-)
+from services.registry.core import Core, invalid, require_model
 from services.registry.models import require_version
 from services.registry.records import (
     LATEST,

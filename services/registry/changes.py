@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Row
 
+from services.common.paging import Cursor, check_cursor, page_size, query_digest
 from services.registry import filter_sql
-from services.registry.core import Core, Cursor, check_cursor, invalid, page_size, query_digest
+from services.registry.core import Core, invalid
 from services.registry.records import now_us
 from services.registry.store import CHANGES, Store
 

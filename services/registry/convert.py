@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from keel.common.v1 import metric_pb2, paging_pb2, schema_pb2
+from keel.common.v1 import metric_pb2, schema_pb2
 from keel.registry.v1 import alias_pb2, deployment_pb2, event_pb2, gate_pb2, model_pb2
 from services.common.errors import InvalidArgument
+from services.common.paging import cursor as cursor
+from services.common.paging import token as token
 from services.registry import gates
 from services.registry.changes import ChangeEntry
-from services.registry.core import Cursor, invalid
+from services.registry.core import invalid
 from services.registry.records import (
     AliasMove,
     AliasRecord,
@@ -57,27 +57,6 @@ def timestamp(us: int) -> timestamp_pb2.Timestamp:
 
 def micros(stamp: timestamp_pb2.Timestamp) -> int:
     return int(stamp.ToMicroseconds())
-
-
-# paging ---------------------------------------------------------------------------------
-def cursor(token: str) -> Cursor | None:
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        decoded = paging_pb2.PageCursor.FromString(raw)
-    except (binascii.Error, ValueError, Exception):  # noqa: BLE001 - any garbage is a bad token
-        raise invalid("page_token", "not a token this server issued") from None
-    return Cursor(decoded.last_key, decoded.last_id, decoded.query_digest)
-
-
-def token(next_cursor: Cursor | None) -> str:
-    if next_cursor is None:
-        return ""
-    message = paging_pb2.PageCursor(
-        last_key=next_cursor.last_key, last_id=next_cursor.last_id, query_digest=next_cursor.digest
-    )
-    return base64.urlsafe_b64encode(message.SerializeToString()).decode().rstrip("=")
 
 
 # models ---------------------------------------------------------------------------------

@@ -3,9 +3,7 @@ hub, name checks, paging and the unit-of-work runner that wakes watchers."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Connection
@@ -18,8 +16,6 @@ from services.registry.records import NAME_PATTERN, ModelRecord
 from services.registry.store import ChangeEncoder, Store
 
 T = TypeVar("T")
-DEFAULT_PAGE = 50
-MAX_PAGE = 1000
 
 
 def invalid(field: str, message: str) -> InvalidArgument:
@@ -59,31 +55,6 @@ def alias_ref(field: str, name: str) -> tuple[str, str]:
     check_id(field, model)
     check_id(field, alias)
     return model, alias
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where the previous page ended, and which query it belongs to."""
-
-    last_key: str
-    last_id: int
-    digest: str
-
-
-def page_size(value: int) -> int:
-    if value < 0:
-        raise invalid("page_size", f"expected 0 (the default) or more, got {value}")
-    return min(value or DEFAULT_PAGE, MAX_PAGE)
-
-
-def query_digest(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def check_cursor(cursor: Cursor | None, digest: str) -> Cursor | None:
-    if cursor is not None and cursor.digest != digest:
-        raise invalid("page_token", "the token was issued for another query")
-    return cursor
 
 
 class Core:

@@ -6,18 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from services.common.errors import AlreadyExists, DomainError, NotFound
-from services.registry.core import (
-    Core,
-    Cursor,
-    alias_ref,
-    check_cursor,
-    check_id,
-    invalid,
-    page_size,
-    parse_name,
-    query_digest,
-    require_model,
-)
+from services.common.paging import Cursor, check_cursor, page_size, query_digest
+from services.registry.core import Core, alias_ref, check_id, invalid, parse_name, require_model
 from services.registry.models import check_etag
 from services.registry.records import (
     Caller,

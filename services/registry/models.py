@@ -6,19 +6,11 @@ import dataclasses
 from collections.abc import Sequence
 
 from services.common.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from services.common.paging import Cursor, check_cursor, page_size, query_digest
 from services.common.safe_load import check_signature
 from services.registry import filter_sql
 from services.registry.artifacts import check_sha256
-from services.registry.core import (
-    Core,
-    Cursor,
-    check_cursor,
-    check_id,
-    invalid,
-    page_size,
-    query_digest,
-    require_model,
-)
+from services.registry.core import Core, check_id, invalid, require_model
 from services.registry.records import (
     CANONICAL_METRICS,
     Caller,

@@ -25,6 +25,7 @@ from services.monitor.actions import RegistryCanaries
 from services.monitor.alert_metrics import AlertMetrics
 from services.monitor.alerts import Alerting
 from services.monitor.exchange import Exchange
+from services.monitor.guards import DeploymentGuards
 from services.monitor.ingest import Ingestor, expire
 from services.monitor.labels import Feedback
 from services.monitor.predictions import Predictions
@@ -48,6 +49,7 @@ class Monitor:
     db: Database
     servicer: MonitorServicer
     alerting: Alerting
+    guards: DeploymentGuards
 
     async def expire_forever(self) -> None:
         while True:
@@ -73,12 +75,14 @@ def build_monitor(
     references = References(db, registry)
     aggregates = Aggregates(db, references, settings.bucket_s)
     metrics = AlertMetrics(aggregates, references)
+    guards = DeploymentGuards(registry, settings.guard_refresh_s)
     alerting = Alerting(
         db,
         settings,
         check_rule=metrics.check,
         evaluate=metrics.evaluate,
         canaries=RegistryCanaries(registry),
+        guarding_deployments=guards,
     )
     common = {
         "bucket_s": settings.bucket_s,
@@ -95,7 +99,7 @@ def build_monitor(
         settings.max_in_flight_batches,
         alerting,
     )
-    return Monitor(db, servicer, alerting)
+    return Monitor(db, servicer, alerting, guards)
 
 
 @asynccontextmanager
@@ -112,6 +116,7 @@ async def open_monitor(
             monitor.servicer, server
         ),
     )
+    monitor.guards.start()
     await monitor.alerting.start()
     expiry = asyncio.create_task(monitor.expire_forever())
     try:
@@ -121,6 +126,7 @@ async def open_monitor(
         with contextlib.suppress(asyncio.CancelledError):
             await expiry
         await monitor.alerting.stop()
+        await monitor.guards.stop()
         monitor.servicer.ingestor.close()
         await channel.close(None)
         await monitor.db.aclose()

@@ -43,6 +43,11 @@ class MonitorSettings(DatabaseSettings):
     alert_history_days: int = Field(
         default=30, ge=1, description="How long alert events stay resumable in WatchAlerts."
     )
+    guard_refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the deployments' guard_alert_rules are read from the registry.",
+    )
     event_poll_s: float = Field(
         default=0.2, gt=0, description="How often WatchAlerts looks for other replicas' events."
     )

@@ -46,6 +46,7 @@ async def running_monitor(
         database_url=database_url,
         registry_address=registry_address,
         event_poll_s=0.05,
+        guard_refresh_s=0.2,
         **overrides,
     )
     provider = TracerProvider()

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import numpy as np
 from google.protobuf import duration_pb2
 
 from keel.common.v1 import metric_pb2
 from keel.monitor.v1 import alerts_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
+from keel.registry.v1 import deployment_pb2
+from keel.registry.v1 import registry_pb2 as rpb
+from keel.registry.v1 import registry_pb2_grpc as rpb_grpc
 from tests.support.monitor import Monitor, batch, feedback, frame, labels_for, log_classifier
 
 
@@ -87,9 +91,16 @@ async def test_a_shifted_feature_fires_the_drift_rule(
             batch=batch("churn", version, steady, [f"s{i}" for i in range(500)])
         )
     )
-    await asyncio.sleep(1.5)
-    status = await monitor.stub.GetAlertRule(pb.GetAlertRuleRequest(name="alertRules/x0-drift"))
-    assert status.alert_rule.status.state == alerts_pb2.ALERT_RULE_STATE_OK
+    # Evaluated after the data arrived: enough rows, no drift.
+    async with asyncio.timeout(15):
+        while True:
+            status = await monitor.stub.GetAlertRule(
+                pb.GetAlertRuleRequest(name="alertRules/x0-drift")
+            )
+            if status.alert_rule.status.state == alerts_pb2.ALERT_RULE_STATE_OK:
+                break
+            await asyncio.sleep(0.1)
+    assert status.alert_rule.status.sample_count == 500
     shifted = frame(2000, 9, shift=1.0).to_numpy()
     await monitor.stub.LogPredictionBatch(
         pb.LogPredictionBatchRequest(
@@ -99,3 +110,59 @@ async def test_a_shifted_feature_fires_the_drift_rule(
     found = await fired(monitor, "alertRules/x0-drift")
     assert found.alerts and found.alerts[0].value >= 0.1
     assert np.isfinite(found.alerts[0].value)
+
+
+async def test_a_rule_guarding_a_deployment_rolls_its_canary_back(
+    monitor: Monitor, registry_address: str
+) -> None:
+    await log_classifier(registry_address, "churn")
+    canary = await log_classifier(registry_address, "churn")
+    routes = [
+        deployment_pb2.Route(target="models/churn/versions/1", weight=90, variant="control"),
+        deployment_pb2.Route(
+            target=f"models/churn/versions/{canary}", weight=10, variant="canary", canary=True
+        ),
+    ]
+    async with grpc.aio.insecure_channel(registry_address) as channel:
+        registry = rpb_grpc.RegistryServiceStub(channel)
+        await registry.CreateDeployment(
+            rpb.CreateDeploymentRequest(
+                deployment=deployment_pb2.Deployment(
+                    model="models/churn", routes=routes, guard_alert_rules=["alertRules/canary-f1"]
+                ),
+                deployment_id="churn",
+            )
+        )
+        condition = alerts_pb2.AlertCondition(
+            performance=alerts_pb2.PerformanceCondition(metric="f1"),
+            comparator=metric_pb2.COMPARATOR_LESS,
+            threshold=0.8,
+        )
+        # No action on the rule itself: the deployment names it as a guard.
+        await monitor.stub.CreateAlertRule(
+            pb.CreateAlertRuleRequest(
+                alert_rule=rule(condition, variant="canary"), alert_rule_id="canary-f1"
+            )
+        )
+        await asyncio.sleep(1.5)  # the monitor reads the deployments' guards (every 0.2 s)
+        x = frame(500, 12).to_numpy()
+        ids = [f"c{i}" for i in range(500)]
+        message = batch("churn", canary, x, ids, variant="canary", deployment="deployments/churn")
+        await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
+        await monitor.stub.LogFeedback(feedback("churn", ids, 1 - labels_for(x)))
+        found = await fired(monitor, "alertRules/canary-f1")
+        assert found.alerts, "the guarding rule did not fire"
+        async with asyncio.timeout(15):
+            while True:
+                got = await registry.GetDeployment(
+                    rpb.GetDeploymentRequest(name="deployments/churn")
+                )
+                weights = {r.variant: r.weight for r in got.deployment.routes}
+                if weights["canary"] == 0:
+                    break
+                await asyncio.sleep(0.1)
+        assert weights == {"control": 100, "canary": 0}
+        alert = (await monitor.stub.GetAlert(pb.GetAlertRequest(name=found.alerts[0].name))).alert
+        assert [r.action.rollback_canary.deployment for r in alert.action_results] == [
+            "deployments/churn"
+        ]

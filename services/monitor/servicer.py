@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator
 from keel.monitor.v1 import ingest_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import monitor_pb2_grpc as pb_grpc
-from services.common.errors import Conflict, DomainError, InvalidArgument, Unavailable
+from services.common.errors import (
+    Conflict,
+    DomainError,
+    InvalidArgument,
+    Unavailable,
+    status_code_for,
+)
 from services.common.rpc import Context
 from services.monitor.alerts import Alerting
 from services.monitor.alerts_servicer import AlertRpcs
@@ -19,8 +25,6 @@ from services.monitor.ingest import DUPLICATE, BatchResult, Ingestor
 from services.monitor.labels import Feedback
 from services.monitor.predictions import Predictions
 from services.monitor.reports import Reports
-
-CODES = {"InvalidArgument": 3, "NotFound": 5, "ResourceExhausted": 8, "FailedPrecondition": 9}
 
 
 def ack(batch: ingest_pb2.PredictionBatch, result: BatchResult, window: int) -> ingest_pb2.BatchAck:
@@ -46,7 +50,7 @@ def rejected(
         sequence=batch.sequence,
         outcome=ingest_pb2.BATCH_OUTCOME_REJECTED,
         applied_through_sequence=mark,
-        error_code=CODES.get(type(error).__name__, 3),
+        error_code=status_code_for(error).value[0],
         error_message=error.message,
         max_in_flight_batches=window,
     )

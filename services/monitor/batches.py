@@ -26,6 +26,8 @@ class DecodedBatch:
     rows: Rows
     trace_ids: npt.NDArray[np.uint8] | None = None  # [rows, 16]
     ignored_columns: list[str] = field(default_factory=list)
+    # Rows per value outside the known categories, per categorical feature.
+    unseen: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def invalid(field_path: str, message: str) -> InvalidArgument:
@@ -43,6 +45,7 @@ def decode(batch: ingest_pb2.PredictionBatch, reference: ModelReference) -> Deco
     times = columns.timestamps(batch.time_unix_nanos, n)
     rows = Rows()
     ignored: list[str] = []
+    unseen: dict[str, dict[str, int]] = {}
     seen: set[str] = set()
     for column in batch.features:
         feature = reference.feature(column.name)
@@ -56,31 +59,17 @@ def decode(batch: ingest_pb2.PredictionBatch, reference: ModelReference) -> Deco
             rows.numeric[feature.name] = columns.numbers(column, n, feature.name)
         else:
             known = reference.layout.categories[feature.name].values
-            codes, missing, _unseen = columns.category_codes(column, n, feature.name, known)
+            codes, missing, values = columns.category_codes(column, n, feature.name, known)
             rows.categorical[feature.name] = (codes.astype(np.int64), missing)
+            if values:
+                unseen[feature.name] = dict(values)
     rows.outputs = _outputs(batch.outputs, n, reference)
     for name in reference.layout.groups:
         index = group_index(reference, name, rows)
         if index is not None:
             rows.groups[name] = index
     trace_ids = columns.fixed_bytes(batch.trace_ids, n, 16, "trace_ids")
-    return DecodedBatch(n, ids, times, rows, trace_ids, ignored)
-
-
-def unseen_values(
-    batch: ingest_pb2.PredictionBatch, reference: ModelReference
-) -> dict[str, dict[str, int]]:
-    """Counts of values outside the known categories, per categorical feature."""
-    found: dict[str, dict[str, int]] = {}
-    for column in batch.features:
-        feature = reference.feature(column.name)
-        if feature is None or feature.numeric:
-            continue
-        known = reference.layout.categories[feature.name].values
-        _, _, unseen = columns.category_codes(column, batch.row_count, feature.name, known)
-        if unseen:
-            found[feature.name] = dict(unseen)
-    return found
+    return DecodedBatch(n, ids, times, rows, trace_ids, ignored, unseen)
 
 
 def _set(column: ingest_pb2.Column) -> bool:

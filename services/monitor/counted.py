@@ -14,7 +14,7 @@ from keel.monitor.v1 import ingest_pb2
 from services.common.errors import DomainError
 from services.monitor.accumulate import Rows, count_predictions
 from services.monitor.aggregates import State
-from services.monitor.batches import DecodedBatch, decode, unseen_values
+from services.monitor.batches import DecodedBatch, decode
 from services.monitor.buckets import NS
 from services.monitor.reference import ModelReference
 
@@ -58,7 +58,6 @@ def count_batch(
         decoded = decode(batch, reference)
     except DomainError as error:
         return Counted(None, error)
-    unseen = unseen_values(batch, reference) if reference.layout.categories else {}
     return Counted(
-        decoded, None, count_rows(reference, decoded.rows, decoded.times, bucket_s, unseen)
+        decoded, None, count_rows(reference, decoded.rows, decoded.times, bucket_s, decoded.unseen)
     )

@@ -28,7 +28,7 @@ from services.common.db import Database
 from services.common.errors import DomainError, ResourceExhausted, Unavailable
 from services.monitor import columns
 from services.monitor.aggregates import State
-from services.monitor.batches import DecodedBatch, invalid, unseen_values
+from services.monitor.batches import DecodedBatch, invalid
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
 from services.monitor.counted import Counted, count_batch, count_rows
 from services.monitor.feedback import join_labels, pending_for
@@ -166,9 +166,8 @@ class Ingestor:
             if not fresh.all():  # some rows were seen before: count the new ones only
                 chosen = np.flatnonzero(fresh)
                 kept = len(chosen)
-                unseen = unseen_values(batch, reference) if reference.layout.categories else {}
                 rows, times = decoded.rows.take(chosen), decoded.times[chosen]
-                deltas = count_rows(reference, rows, times, self._bucket_s, unseen)
+                deltas = count_rows(reference, rows, times, self._bucket_s, decoded.unseen)
         for start, (delta, count) in deltas.items():
             writer.add(key, reference, start, partial(_add, delta), rows=count)
         if batch.rejections:

@@ -1,5 +1,6 @@
 """Counting rows into state: the all-features-at-once numeric path counts exactly what the
-one-column path counts, and merging two halves equals counting the whole."""
+one-column path counts, merging two halves equals counting the whole, and a batch's unseen
+categories are counted once."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from keel.client.profile import numeric_profile
+from keel.client.profile import categorical_profile, numeric_profile
+from keel.monitor.v1 import ingest_pb2
 from services.monitor.accumulate import Rows, count_numeric, count_predictions
 from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
+from services.monitor.counted import count_batch
 from services.monitor.reference import BINARY, FeatureSpec, ModelReference, NumericReference
+from tests.support.monitor_batches import column_raw, column_strings
 
 Floats = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -97,3 +101,34 @@ def test_two_halves_merged_equal_the_whole() -> None:
     again = State.from_bytes(halves[0].to_bytes(), ref.layout)
     for name, array in whole.arrays.items():
         assert_close(again.arrays[name], array, name)
+
+
+def test_a_batch_counts_its_unseen_categories_once() -> None:
+
+    city = column_reference(categorical_profile("city", ["paris"] * 60 + ["lyon"] * 40))
+    assert city is not None
+    ref = ModelReference(
+        model="m",
+        version=1,
+        task=BINARY,
+        features=(FeatureSpec("city", "categorical"),),
+        class_labels=("0", "1"),
+        columns={"city": city},
+        row_count=100,
+        digest="d",
+    )
+    values = ["paris", "oslo", "lyon", "oslo", "rome", "paris"]
+    batch = ingest_pb2.PredictionBatch(
+        row_count=6,
+        prediction_ids=column_strings("", [f"p{i}" for i in range(6)]),
+        time_unix_nanos=[1_000_000_000_000] * 6,
+        features=[column_strings("city", values)],
+    )
+    batch.outputs.score.CopyFrom(column_raw("", np.full(6, 0.7)))
+    counted = count_batch(batch, ref, 300)
+    assert counted.decoded is not None and counted.decoded.unseen == {
+        "city": {"oslo": 2, "rome": 1}
+    }
+    ((state, rows),) = counted.deltas.values()
+    assert rows == 6 and state.unseen == {"city": {"oslo": 2, "rome": 1}}
+    assert list(state.i8("c:city:counts")) == [2, 1, 3]  # paris, lyon, unseen

@@ -62,9 +62,7 @@ def apply_feedback(
 ) -> FeedbackCounts:
     counts = FeedbackCounts()
     by_id = {label.prediction_id: label for label in labels}
-    joined, already = _join(connection, writer, model, by_id, references)
-    counts.matched, counts.duplicate = joined, already
-    known = _known(connection, model, list(by_id))
+    counts.matched, counts.duplicate, known = _join(connection, writer, model, by_id, references)
     for label in by_id.values():
         if label.prediction_id in known:
             continue
@@ -111,21 +109,15 @@ def join_labels(
     )
 
 
-def _known(connection: Connection, model: str, ids: list[str]) -> set[str]:
-    found = connection.execute(
-        select(IDS.c.prediction_id).where(IDS.c.model == model, IDS.c.prediction_id.in_(ids))
-    )
-    return {row[0] for row in found}
-
-
 def _join(
     connection: Connection,
     writer: BucketWriter,
     model: str,
     labels: Mapping[str, Label],
     references: Mapping[int, ModelReference],
-) -> tuple[int, int]:
-    """Count labels whose prediction is logged and unlabelled; (joined, already labelled)."""
+) -> tuple[int, int, set[str]]:
+    """Count labels whose prediction is logged and unlabelled: (joined, already labelled,
+    every id of ``labels`` whose prediction is logged)."""
     query = select(IDS.c.prediction_id, IDS.c.segment, IDS.c.row, IDS.c.labeled).where(
         IDS.c.model == model, IDS.c.prediction_id.in_(list(labels))
     )
@@ -155,7 +147,7 @@ def _join(
         ids = [pid for pid, _ in members]
         rows = [row for _, row in members]
         joined += _count_segment(connection, writer, segment, rows, ids, labels, references)
-    return joined, already
+    return joined, already, {pid for pid, *_ in found}
 
 
 def _count_segment(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
+from services.common.comparators import TESTS, holds
+
 SECOND_NS = 1_000_000_000
 MINUTE_NS = 60 * SECOND_NS
 HOUR_NS = 60 * MINUTE_NS
@@ -22,7 +24,7 @@ DEFAULT_MIN_SAMPLES = 100
 
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")  # rank = position + 1
 DEFAULT_SEVERITY = "WARNING"
-COMPARATORS = (">=", ">", "<=", "<")
+COMPARATORS = tuple(TESTS)
 DRIFT_METHODS = ("", "PSI", "JENSEN_SHANNON", "WASSERSTEIN", "KS", "CHI_SQUARED")
 QUALITY_MEASURES = ("MISSING_RATE", "OUT_OF_RANGE_RATE", "UNSEEN_CATEGORY_RATE", "REJECTED_RATE")
 FAIRNESS_MEASURES = (
@@ -104,12 +106,7 @@ class Condition:
     threshold: float
 
     def holds(self, value: float) -> bool:
-        return {
-            ">=": value >= self.threshold,
-            ">": value > self.threshold,
-            "<=": value <= self.threshold,
-            "<": value < self.threshold,
-        }[self.comparator]
+        return holds(self.comparator, value, self.threshold)
 
 
 @dataclass(frozen=True)

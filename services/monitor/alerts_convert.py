@@ -10,6 +10,7 @@ from keel.common.v1 import metric_pb2
 from keel.monitor.v1 import alerts_pb2 as apb
 from keel.monitor.v1 import monitor_pb2 as mpb
 from keel.monitor.v1 import reports_pb2
+from services.common.comparators import ENUMS, SYMBOLS
 from services.common.paging import cursor as cursor
 from services.common.paging import token as token
 from services.monitor.alert_records import (
@@ -29,14 +30,6 @@ from services.monitor.alert_records import (
     RuleSpec,
 )
 from services.monitor.alert_validation import RULE, invalid, resource_id
-
-COMPARATORS = {
-    metric_pb2.COMPARATOR_GREATER_OR_EQUAL: ">=",
-    metric_pb2.COMPARATOR_GREATER: ">",
-    metric_pb2.COMPARATOR_LESS_OR_EQUAL: "<=",
-    metric_pb2.COMPARATOR_LESS: "<",
-}
-COMPARATOR_VALUES = {text: value for value, text in COMPARATORS.items()}
 
 
 # scalars ------------------------------------------------------------------------------
@@ -98,11 +91,11 @@ def _metric(message: apb.AlertCondition) -> Metric | None:
 
 
 def condition(message: apb.AlertCondition) -> Condition:
-    return Condition(_metric(message), COMPARATORS.get(message.comparator, ""), message.threshold)
+    return Condition(_metric(message), SYMBOLS.get(message.comparator, ""), message.threshold)
 
 
 def condition_message(c: Condition) -> apb.AlertCondition:
-    comparator = COMPARATOR_VALUES.get(c.comparator, metric_pb2.COMPARATOR_UNSPECIFIED)
+    comparator = ENUMS.get(c.comparator, metric_pb2.COMPARATOR_UNSPECIFIED)
     out = apb.AlertCondition(comparator=comparator, threshold=c.threshold)
     m = c.metric
     if isinstance(m, DriftMetric):

@@ -9,6 +9,7 @@ import numpy as np
 
 from keel.common.v1 import metric_pb2, profile_pb2, schema_pb2
 from keel.registry.v1 import model_pb2
+from services.common.comparators import SYMBOLS
 from services.monitor.reference import (
     BINARY,
     MULTICLASS,
@@ -100,4 +101,5 @@ def column_reference(profile: profile_pb2.FeatureProfile) -> Reference | None:
 
 
 def objective(message: metric_pb2.Objective) -> Objective:
-    return Objective(message.metric, message.comparator, message.threshold, message.split)
+    comparator = SYMBOLS.get(message.comparator, "")
+    return Objective(message.metric, comparator, message.threshold, message.split)

@@ -10,7 +10,7 @@ from keel.common.v1 import metric_pb2
 from keel.monitor.v1 import reports_pb2 as rp
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.monitor import metrics_math
-from services.monitor.performance import COMPARE, objective_message
+from services.monitor.performance import judged
 from services.monitor.reference import MULTICLASS, ModelReference
 from services.monitor.scope import VersionRows
 
@@ -150,18 +150,7 @@ def _objectives(
             "equalized_odds_difference"
         ):
             value = None
-        symbol, holds = COMPARE.get(objective.comparator, ("?", lambda a, b: False))
-        result = metric_pb2.ObjectiveResult(
-            objective=objective_message(objective),
-            message=f"feature '{entry.feature}'",
-        )
-        if value is not None:
-            result.actual = value
-            result.passed = bool(holds(value, objective.threshold))
-            if not result.passed:
-                result.message = (
-                    f"feature '{entry.feature}': {objective.metric} is {value:.4g}, "
-                    f"not {symbol} {objective.threshold:g}"
-                )
+        feature = f"feature '{entry.feature}'"
+        result = judged(objective, value, note=feature, subject=f"{feature}: ")
         results.append(result)
     return results

@@ -4,7 +4,6 @@ canonical metrics and the model's objectives."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +11,7 @@ import numpy.typing as npt
 
 from keel.common.v1 import metric_pb2, schema_pb2
 from keel.monitor.v1 import reports_pb2 as rp
+from services.common.comparators import ENUMS, TESTS, holds
 from services.monitor import metrics_math
 from services.monitor.reference import BINARY, MULTICLASS, ModelReference, Objective
 from services.monitor.scope import VersionRows
@@ -21,12 +21,6 @@ TASKS = {
     BINARY: schema_pb2.TASK_BINARY_CLASSIFICATION,
     MULTICLASS: schema_pb2.TASK_MULTICLASS_CLASSIFICATION,
     "regression": schema_pb2.TASK_REGRESSION,
-}
-COMPARE: dict[int, tuple[str, Callable[[float, float], bool]]] = {
-    metric_pb2.COMPARATOR_GREATER_OR_EQUAL: (">=", lambda a, b: a >= b),
-    metric_pb2.COMPARATOR_GREATER: (">", lambda a, b: a > b),
-    metric_pb2.COMPARATOR_LESS_OR_EQUAL: ("<=", lambda a, b: a <= b),
-    metric_pb2.COMPARATOR_LESS: ("<", lambda a, b: a < b),
 }
 
 
@@ -185,27 +179,44 @@ def check_objectives(
     for objective in objectives:
         if objective.metric not in found and objective.metric not in _KNOWN:
             continue
-        result = metric_pb2.ObjectiveResult(objective=objective_message(objective))
-        symbol, holds = COMPARE.get(objective.comparator, ("?", lambda a, b: False))
         if objective.metric not in found:
-            result.message = f"{objective.metric} was not measured in production (no labels)"
+            note = f"{objective.metric} was not measured in production (no labels)"
+            results.append(judged(objective, None, note=note))
         else:
             value = found[objective.metric][0]
-            result.actual = value
-            result.passed = bool(holds(value, objective.threshold))
-            if not result.passed:
-                result.message = (
-                    f"{objective.metric} is {value:.4g} in production, "
-                    f"not {symbol} {objective.threshold:g}"
-                )
-        results.append(result)
+            results.append(judged(objective, value, where=" in production"))
     return results
+
+
+def judged(
+    objective: Objective,
+    value: float | None,
+    *,
+    note: str = "",
+    subject: str = "",
+    where: str = "",
+) -> metric_pb2.ObjectiveResult:
+    """``objective`` checked against ``value`` (None: not measured, so not passed). The
+    message is ``note`` unless the objective fails, then it says why:
+    ``{subject}{metric} is {value}{where}, not {comparator} {threshold}``."""
+    result = metric_pb2.ObjectiveResult(objective=objective_message(objective), message=note)
+    if value is None:
+        return result
+    result.actual = value
+    result.passed = holds(objective.comparator, value, objective.threshold)
+    if not result.passed:
+        symbol = objective.comparator if objective.comparator in TESTS else "?"
+        result.message = (
+            f"{subject}{objective.metric} is {value:.4g}{where}, "
+            f"not {symbol} {objective.threshold:g}"
+        )
+    return result
 
 
 def objective_message(objective: Objective) -> metric_pb2.Objective:
     return metric_pb2.Objective(
         metric=objective.metric,
-        comparator=metric_pb2.Comparator.ValueType(objective.comparator),
+        comparator=ENUMS.get(objective.comparator, metric_pb2.COMPARATOR_UNSPECIFIED),
         threshold=objective.threshold,
         split=metric_pb2.MetricSplit.ValueType(objective.split),
     )

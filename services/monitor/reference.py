@@ -91,7 +91,7 @@ class FeatureSpec:
 @dataclass(frozen=True)
 class Objective:
     metric: str
-    comparator: int  # keel.common.v1.Comparator
+    comparator: str  # >=, >, <=, < (services.common.comparators)
     threshold: float
     split: int  # keel.common.v1.MetricSplit
 

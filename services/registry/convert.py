@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 
 from keel.common.v1 import metric_pb2, schema_pb2
 from keel.registry.v1 import alias_pb2, deployment_pb2, event_pb2, gate_pb2, model_pb2
+from services.common.comparators import ENUMS, SYMBOLS
 from services.common.errors import InvalidArgument
 from services.common.paging import cursor as cursor
 from services.common.paging import token as token
@@ -32,14 +33,6 @@ from services.registry.records import (
     VersionRecord,
 )
 
-COMPARATORS = {
-    metric_pb2.COMPARATOR_GREATER_OR_EQUAL: ">=",
-    metric_pb2.COMPARATOR_GREATER: ">",
-    metric_pb2.COMPARATOR_LESS_OR_EQUAL: "<=",
-    metric_pb2.COMPARATOR_LESS: "<",
-}
-COMPARATOR_ENUM = {symbol: value for value, symbol in COMPARATORS.items()}
-
 
 def _enum_name(enum: Any, value: int, prefix: str) -> str:
     return str(enum.Name(value)).removeprefix(prefix)
@@ -61,12 +54,12 @@ def micros(stamp: timestamp_pb2.Timestamp) -> int:
 
 # models ---------------------------------------------------------------------------------
 def objective(message: metric_pb2.Objective, field: str) -> Objective:
-    if message.comparator not in COMPARATORS:
+    if message.comparator not in SYMBOLS:
         raise invalid(f"{field}.comparator", "expected >=, >, <= or <")
     split = _enum_name(metric_pb2.MetricSplit, message.split, "METRIC_SPLIT_")
     return Objective(
         message.metric,
-        COMPARATORS[message.comparator],
+        SYMBOLS[message.comparator],
         message.threshold,
         "HOLDOUT" if split == "UNSPECIFIED" else split,
     )
@@ -75,7 +68,7 @@ def objective(message: metric_pb2.Objective, field: str) -> Objective:
 def objective_message(o: Objective) -> metric_pb2.Objective:
     return metric_pb2.Objective(
         metric=o.metric,
-        comparator=COMPARATOR_ENUM[o.comparator],
+        comparator=ENUMS[o.comparator],
         threshold=o.threshold,
         split=_enum_value(metric_pb2.MetricSplit, o.split, "METRIC_SPLIT_"),  # type: ignore[arg-type]
     )

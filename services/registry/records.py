@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from services.common.comparators import holds
+
 NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,63}$")
 CANONICAL_METRICS = frozenset(
     {
@@ -58,12 +60,7 @@ class Objective:
     split: str = "HOLDOUT"
 
     def holds(self, value: float) -> bool:
-        return {
-            ">=": value >= self.threshold,
-            ">": value > self.threshold,
-            "<=": value <= self.threshold,
-            "<": value < self.threshold,
-        }[self.comparator]
+        return holds(self.comparator, value, self.threshold)
 
     def __str__(self) -> str:
         return f"{self.metric} {self.comparator} {self.threshold:g}"

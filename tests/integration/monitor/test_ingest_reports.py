@@ -66,7 +66,8 @@ async def test_feedback_gives_performance_matching_sklearn(
 ) -> None:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-    version = await log_classifier(registry_address, "churn")
+    objectives = ["f1 >= 0.99", "accuracy >= 0.5"]
+    version = await log_classifier(registry_address, "churn", objectives=objectives)
     x = frame(3000, 11).to_numpy()
     ids = [f"p{i}" for i in range(len(x))]
     message = batch("churn", version, x, ids, sequence=1)
@@ -86,6 +87,12 @@ async def test_feedback_gives_performance_matching_sklearn(
     assert metrics["f1"] == pytest.approx(f1_score(truth, predicted), abs=1e-12)
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(truth, score), abs=2e-3)
     assert perf.report.labeled_count == 3000 and perf.report.label_coverage == 1.0
+    # The model's objectives, checked against production figures.
+    f1, accuracy = perf.report.objectives
+    assert f1.objective.metric == "f1" and not f1.passed
+    assert f1.actual == pytest.approx(metrics["f1"])
+    assert f1.message == f"f1 is {metrics['f1']:.4g} in production, not >= 0.99"
+    assert accuracy.passed and accuracy.message == ""
 
 
 async def test_unknown_model_and_bad_columns_are_refused(

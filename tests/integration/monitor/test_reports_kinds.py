@@ -126,7 +126,9 @@ async def test_multiclass_per_class_figures_match_sklearn(
 async def test_fairness_per_group_of_a_protected_feature(
     monitor: Monitor, registry_address: str
 ) -> None:
-    version = await log_classifier(registry_address, "m", protected=["x1"])
+    version = await log_classifier(
+        registry_address, "m", protected=["x1"], objectives=["demographic_parity_ratio >= 0.8"]
+    )
     x = frame(4000, 5).to_numpy()
     ids = [f"f{i}" for i in range(4000)]
     await monitor.stub.LogPredictionBatch(
@@ -141,6 +143,11 @@ async def test_fairness_per_group_of_a_protected_feature(
     # The score rises with x1, so the groups' selection rates differ widely.
     assert feature.demographic_parity_difference == pytest.approx(max(rates) - min(rates))
     assert feature.demographic_parity_difference > 0.2 and not feature.four_fifths_passed
+    (objective,) = report.objectives
+    assert not objective.passed
+    assert objective.actual == pytest.approx(feature.demographic_parity_ratio)
+    assert objective.message.startswith("feature 'x1': demographic_parity_ratio is ")
+    assert objective.message.endswith(", not >= 0.8")
     assert sum(g.row_count for g in feature.groups) == 4000
     assert sum(g.true_positives for g in feature.groups) == int(
         ((score >= 0.5) & (labels_for(x) == 1)).sum()

@@ -14,14 +14,12 @@ from services.monitor.alert_records import (
     QualityMetric,
     RuleSpec,
 )
-from services.monitor.reference import ModelReference
+from services.monitor.reference import CLASSIFIER_METRICS, REGRESSOR_METRICS, ModelReference
 from services.monitor.references import References
 from services.monitor.reports import ordered
 from services.monitor.scope import Aggregates, Scope, VersionRows
 
 NS = 1_000_000_000
-CLASSIFIER = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
-REGRESSOR = {"rmse", "mae", "r2"}
 
 
 class AlertMetrics:
@@ -45,7 +43,7 @@ class AlertMetrics:
         if feature and feature != "prediction" and reference.feature(feature) is None:
             raise InvalidArgument(f"{field}: '{feature}' is not a feature of model '{spec.model}'")
         if isinstance(metric, PerformanceMetric):
-            allowed = CLASSIFIER if reference.classifier else REGRESSOR
+            allowed = CLASSIFIER_METRICS if reference.classifier else REGRESSOR_METRICS
             if metric.metric not in allowed:
                 raise InvalidArgument(
                     f"{field}.performance.metric: '{metric.metric}' does not fit this model "

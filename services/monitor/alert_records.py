@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from services.common.comparators import TESTS, holds
+from services.monitor.reference import CLASSIFIER_METRICS, REGRESSOR_METRICS
 
 SECOND_NS = 1_000_000_000
 MINUTE_NS = 60 * SECOND_NS
@@ -32,10 +33,7 @@ FAIRNESS_MEASURES = (
     "DEMOGRAPHIC_PARITY_RATIO",
     "EQUALIZED_ODDS_DIFFERENCE",
 )
-PERFORMANCE_METRICS = (
-    *("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"),
-    *("rmse", "mae", "r2"),
-)
+PERFORMANCE_METRICS = (*CLASSIFIER_METRICS, *REGRESSOR_METRICS)
 
 
 def severity_rank(severity: str) -> int:

@@ -13,7 +13,14 @@ from keel.common.v1 import metric_pb2, schema_pb2
 from keel.monitor.v1 import reports_pb2 as rp
 from services.common.comparators import ENUMS, TESTS, holds
 from services.monitor import metrics_math
-from services.monitor.reference import BINARY, MULTICLASS, ModelReference, Objective
+from services.monitor.reference import (
+    BINARY,
+    CLASSIFIER_METRICS,
+    MULTICLASS,
+    REGRESSOR_METRICS,
+    ModelReference,
+    Objective,
+)
 from services.monitor.scope import VersionRows
 
 PRODUCTION = metric_pb2.METRIC_SPLIT_PRODUCTION
@@ -222,4 +229,4 @@ def objective_message(objective: Objective) -> metric_pb2.Objective:
     )
 
 
-_KNOWN = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"}
+_KNOWN = {*CLASSIFIER_METRICS, *REGRESSOR_METRICS}

@@ -29,6 +29,10 @@ TOP_UNSEEN = 64  # unseen values tracked per categorical column (frequent-items 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
+# Canonical names of the performance metrics the monitor computes, by task.
+CLASSIFIER_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+REGRESSOR_METRICS = ("rmse", "mae", "r2")
+
 BINARY = "binary"
 MULTICLASS = "multiclass"
 REGRESSION = "regression"

@@ -11,19 +11,13 @@ from keel.monitor.v1 import reports_pb2 as rp
 from services.common.errors import InvalidArgument
 from services.monitor import metrics_math, statistics
 from services.monitor.performance import Joined, confusion, metric, pool, values
+from services.monitor.reference import CLASSIFIER_METRICS, REGRESSOR_METRICS
 from services.monitor.scope import VersionRows
 
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae"}
-CLASSIFIER_METRICS = {
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "roc_auc",
-    "log_loss",
-    "selection_rate",
-}
-REGRESSOR_METRICS = {"rmse", "mae", "r2"}
+# What can be compared: the performance metrics, plus label-free figures.
+CLASSIFIER_COMPARED = {*CLASSIFIER_METRICS, "selection_rate"}
+REGRESSOR_COMPARED = set(REGRESSOR_METRICS)
 SideValues = tuple[float, int, tuple[float, ...]]  # value, sample size, what its test needs
 
 
@@ -31,7 +25,7 @@ def default_metrics(joined: Joined) -> list[str]:
     declared = [
         o.metric
         for o in joined.reference.objectives
-        if o.metric in CLASSIFIER_METRICS | REGRESSOR_METRICS
+        if o.metric in CLASSIFIER_COMPARED | REGRESSOR_COMPARED
     ]
     if declared:
         return list(dict.fromkeys(declared))
@@ -39,7 +33,7 @@ def default_metrics(joined: Joined) -> list[str]:
 
 
 def check_metrics(joined: Joined, names: list[str]) -> None:
-    allowed = (CLASSIFIER_METRICS if joined.reference.classifier else REGRESSOR_METRICS) | {
+    allowed = (CLASSIFIER_COMPARED if joined.reference.classifier else REGRESSOR_COMPARED) | {
         "mean_prediction"
     }
     for name in names:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,27 +20,13 @@ from sklearn.model_selection import train_test_split
 from keel.client import GateRefused, Keel
 from keel.registry.v1 import gate_pb2, model_pb2
 from keel.registry.v1 import registry_pb2 as pb
-from tests.support.processes import spawn, wait_ready
+from tests.support.processes import serve_argv, spawn, wait_ready
 
 
 @pytest.fixture
 def registry_address(tmp_path: Path) -> Iterator[str]:
     ready = tmp_path / "registry.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "keel",
-        "registry",
-        "serve",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--ready-file",
-        str(ready),
-    ]
+    argv = serve_argv("registry", tmp_path / "data", ready)
     proc: subprocess.Popen[str] = spawn(argv)
     try:
         yield wait_ready(proc, ready).address

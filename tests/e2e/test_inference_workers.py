@@ -3,54 +3,23 @@
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
 import grpc
 
 from keel.inference.v1 import inference_pb2, inference_pb2_grpc
-from tests.support.processes import spawn, wait_ready
+from tests.support.processes import serve_argv, spawn, wait_ready
 
 
 def test_two_workers_share_one_port(tmp_path: Path) -> None:
-    registry = spawn(
-        [
-            sys.executable,
-            "-m",
-            "keel",
-            "registry",
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "registry"),
-            "--ready-file",
-            str(tmp_path / "registry.json"),
-        ]
-    )
+    registry = spawn(serve_argv("registry", tmp_path / "registry", tmp_path / "registry.json"))
     inference = None
     try:
         registry_address = wait_ready(registry, tmp_path / "registry.json").address
         inference = spawn(
-            [
-                sys.executable,
-                "-m",
-                "keel",
-                "inference",
-                "serve",
-                "--workers",
-                "2",
-                "--port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--data-dir",
-                str(tmp_path / "inference"),
-                "--ready-file",
-                str(tmp_path / "inference.json"),
-            ],
+            serve_argv(
+                "inference", tmp_path / "inference", tmp_path / "inference.json", "--workers", "2"
+            ),
             env={"KEEL_INFERENCE_REGISTRY_ADDRESS": registry_address},
         )
         served = wait_ready(inference, tmp_path / "inference.json")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,33 +18,9 @@ from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from keel.monitor.v1 import reports_pb2 as rp
 from tests.support.monitor import batch, feedback, frame, labels_for, log_classifier
-from tests.support.processes import spawn, wait_ready
+from tests.support.processes import start_service
 
 ROWS = 200
-
-
-def start(
-    tmp: Path, service: str, name: str, env: dict[str, str]
-) -> tuple[subprocess.Popen[str], str]:
-    ready = tmp / f"{name}.json"
-    ready.unlink(missing_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "keel",
-        service,
-        "serve",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--data-dir",
-        str(tmp / name),
-        "--ready-file",
-        str(ready),
-    ]
-    proc = spawn(argv, env=env)
-    return proc, wait_ready(proc, ready).address
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -61,7 +36,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def registry(tmp: Path) -> Iterator[str]:
-    proc, address = start(tmp, "registry", "registry", {})
+    proc, address = start_service("registry", tmp, "registry")
     try:
         yield address
     finally:
@@ -126,13 +101,13 @@ async def test_sigkill_loses_nothing_acknowledged_and_resends_count_once(tmp_pat
     with registry(tmp_path) as registry_address:
         version = await log_classifier(registry_address, "churn")
         env = {"KEEL_MONITOR_REGISTRY_ADDRESS": registry_address}
-        proc, address = start(tmp_path, "monitor", "monitor", env)
+        proc, address = start_service("monitor", tmp_path, "monitor", env)
         sent = batches(version, 60)
         try:
             acked = await send_until_killed(address, sent, proc, kill_after=25)
             stop(proc)
             assert acked >= 25
-            proc, address = start(tmp_path, "monitor", "monitor", env)
+            proc, address = start_service("monitor", tmp_path, "monitor", env)
             async with grpc.aio.insecure_channel(address) as channel:
                 stub = pb_grpc.MonitorServiceStub(channel)
                 # What was acknowledged survived the kill.
@@ -181,7 +156,7 @@ async def test_two_monitors_merged_answer_like_one(tmp_path: Path) -> None:
         try:
             addresses = []
             for name in ("a", "b", "whole"):
-                proc, address = start(tmp_path, "monitor", name, env)
+                proc, address = start_service("monitor", tmp_path, name, env)
                 procs.append(proc)
                 addresses.append(address)
             channels = [grpc.aio.insecure_channel(a) for a in addresses]

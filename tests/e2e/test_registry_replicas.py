@@ -8,7 +8,6 @@ import asyncio
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,7 @@ from google.protobuf import duration_pb2
 from keel.registry.v1 import event_pb2
 from keel.registry.v1 import registry_pb2 as pb
 from tests.support.postgres import SKIP_REASON, admin_url, fresh_database
-from tests.support.processes import spawn, wait_ready
+from tests.support.processes import start_service
 from tests.support.registry import Client, xgboost_artifact
 
 CLIENTS = 32
@@ -29,30 +28,11 @@ MODELS = ("churn", "fraud", "upsell", "credit")
 def start_registry(
     tmp: Path, name: str, database_url: str, artifacts: Path
 ) -> tuple[subprocess.Popen[str], str]:
-    ready = tmp / f"{name}.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "keel",
-        "registry",
-        "serve",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--data-dir",
-        str(tmp / name),
-        "--ready-file",
-        str(ready),
-    ]
-    proc = spawn(
-        argv,
-        env={
-            "KEEL_REGISTRY_DATABASE_URL": database_url,
-            "KEEL_REGISTRY_ARTIFACT_ROOT": str(artifacts),
-        },
-    )
-    return proc, wait_ready(proc, ready).address
+    env = {
+        "KEEL_REGISTRY_DATABASE_URL": database_url,
+        "KEEL_REGISTRY_ARTIFACT_ROOT": str(artifacts),
+    }
+    return start_service("registry", tmp, name, env)
 
 
 async def worker(

@@ -47,3 +47,34 @@ def wait_ready(proc: subprocess.Popen[str], ready_file: Path, timeout_s: float =
 
 def probe_argv(ready_file: Path) -> list[str]:
     return [sys.executable, "-m", "tests.support.probe", str(ready_file)]
+
+
+def serve_argv(service: str, data_dir: Path, ready_file: Path, *extra: str) -> list[str]:
+    """``python -m keel <service> serve`` on a free port, metrics off, with a ready file."""
+    return [
+        sys.executable,
+        "-m",
+        "keel",
+        service,
+        "serve",
+        *extra,
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--ready-file",
+        str(ready_file),
+    ]
+
+
+def start_service(
+    service: str, tmp: Path, name: str, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start one service process with its data in ``tmp/name``; (process, address) once
+    it is ready. A stale ready file of an earlier process of that name is removed first."""
+    ready = tmp / f"{name}.json"
+    ready.unlink(missing_ok=True)
+    proc = spawn(serve_argv(service, tmp / name, ready), env=env)
+    return proc, wait_ready(proc, ready).address

@@ -30,6 +30,20 @@ IDS: Table = PredictionIdRow.__table__  # type: ignore[attr-defined]
 PENDING: Table = PendingLabelRow.__table__  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Keeping:
+    """How logged rows and labels are kept: the base bucket, the join window, and the
+    largest batch (rows of predictions or labels) one call may carry."""
+
+    bucket_s: int
+    join_window_s: int
+    max_batch_rows: int
+
+    @property
+    def join_window_ns(self) -> int:
+        return self.join_window_s * NS
+
+
 @dataclass
 class FeedbackCounts:
     matched: int = 0

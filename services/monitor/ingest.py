@@ -31,7 +31,7 @@ from services.monitor.aggregates import State
 from services.monitor.batches import DecodedBatch, invalid
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
 from services.monitor.counted import Counted, count_batch, count_rows
-from services.monitor.feedback import join_labels, pending_for
+from services.monitor.feedback import Keeping, join_labels, pending_for
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
 from services.monitor.tables import PredictionIdRow, ProducerRow, SegmentRow
@@ -68,17 +68,14 @@ class Ingestor:
         self,
         db: Database,
         references: References,
-        *,
-        bucket_s: int,
-        join_window_s: int,
-        max_batch_rows: int,
+        keeping: Keeping,
         on_applied: Callable[[str], None] = lambda model: None,
     ) -> None:
         self._db = db
         self._references = references
-        self._bucket_s = bucket_s
-        self._join_window_ns = join_window_s * NS
-        self.max_batch_rows = max_batch_rows
+        self._bucket_s = keeping.bucket_s
+        self._join_window_ns = keeping.join_window_ns
+        self.max_batch_rows = keeping.max_batch_rows
         self._on_applied = on_applied
         self._queue: list[_Item] = []
         self._drainer: asyncio.Task[None] | None = None

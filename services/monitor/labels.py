@@ -14,8 +14,8 @@ from keel.monitor.v1 import monitor_pb2
 from services.common.db import Database
 from services.monitor import columns
 from services.monitor.batches import invalid
-from services.monitor.buckets import NS, BucketWriter
-from services.monitor.feedback import FeedbackCounts, Label, apply_feedback
+from services.monitor.buckets import BucketWriter
+from services.monitor.feedback import FeedbackCounts, Keeping, Label, apply_feedback
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
 
@@ -25,24 +25,19 @@ class Feedback:
         self,
         db: Database,
         references: References,
-        *,
-        bucket_s: int,
-        join_window_s: int,
-        max_batch_rows: int,
+        keeping: Keeping,
         on_applied: Callable[[str], None] = lambda model: None,
     ) -> None:
         self._db = db
         self._references = references
-        self._bucket_s = bucket_s
-        self._window_ns = join_window_s * NS
-        self._max_rows = max_batch_rows
+        self._keeping = keeping
         self._on_applied = on_applied
 
     async def log(self, request: monitor_pb2.LogFeedbackRequest) -> FeedbackCounts:
         model = request.model.removeprefix("models/")
         if not request.model.startswith("models/") or not model:
             raise invalid("model", f"model: expected 'models/{{model}}', got '{request.model}'")
-        columns.check_row_count(request.row_count, self._max_rows)
+        columns.check_row_count(request.row_count, self._keeping.max_batch_rows)
         versions = await self._references.versions(model)
         latest = versions[-1] if versions else await self._references.latest_version(model)
         references = {v: await self._references.get(model, v) for v in versions or [latest]}
@@ -60,8 +55,10 @@ class Feedback:
         references: Mapping[int, ModelReference],
         now: int,
     ) -> FeedbackCounts:
-        writer = BucketWriter(connection, self._bucket_s)
-        counts = apply_feedback(connection, writer, model, labels, references, now, self._window_ns)
+        writer = BucketWriter(connection, self._keeping.bucket_s)
+        counts = apply_feedback(
+            connection, writer, model, labels, references, now, self._keeping.join_window_ns
+        )
         writer.flush()
         return counts
 

@@ -25,6 +25,7 @@ from services.monitor.actions import RegistryCanaries
 from services.monitor.alert_metrics import AlertMetrics
 from services.monitor.alerts import Alerting
 from services.monitor.exchange import Exchange
+from services.monitor.feedback import Keeping
 from services.monitor.guards import DeploymentGuards
 from services.monitor.ingest import Ingestor, expire
 from services.monitor.labels import Feedback
@@ -84,15 +85,10 @@ def build_monitor(
         canaries=RegistryCanaries(registry),
         guarding_deployments=guards,
     )
-    common = {
-        "bucket_s": settings.bucket_s,
-        "join_window_s": settings.join_window_s,
-        "max_batch_rows": settings.max_batch_rows,
-        "on_applied": alerting.notify,
-    }
+    keeping = Keeping(settings.bucket_s, settings.join_window_s, settings.max_batch_rows)
     servicer = MonitorServicer(
-        Ingestor(db, references, **common),  # type: ignore[arg-type]
-        Feedback(db, references, **common),  # type: ignore[arg-type]
+        Ingestor(db, references, keeping, alerting.notify),
+        Feedback(db, references, keeping, alerting.notify),
         Reports(aggregates),
         Predictions(db),
         Exchange(db, references, source_id(settings, url), settings.bucket_s),

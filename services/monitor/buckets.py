@@ -13,10 +13,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from services.monitor.aggregates import State
 from services.monitor.reference import ModelReference
-from services.monitor.tables import BucketRow, MergedBucketRow
+from services.monitor.tables import BUCKETS
 
-BUCKETS: Table = BucketRow.__table__  # type: ignore[attr-defined]
-MERGED: Table = MergedBucketRow.__table__  # type: ignore[attr-defined]
 HOUR_S = 3600
 DAY_S = 86_400
 NS = 1_000_000_000

@@ -16,8 +16,8 @@ from keel.monitor.v1 import monitor_pb2 as pb
 from services.common.db import Database
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.monitor.aggregates import FORMAT, State, StateFormatError
-from services.monitor.buckets import BUCKETS, MERGED
 from services.monitor.references import References
+from services.monitor.tables import BUCKETS, MERGED
 
 PAGE = 1000
 

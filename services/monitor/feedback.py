@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, Table, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.monitor.accumulate import count_labels
@@ -23,11 +23,7 @@ from services.monitor.aggregates import State
 from services.monitor.batches import decode
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
 from services.monitor.reference import ModelReference
-from services.monitor.tables import PendingLabelRow, PredictionIdRow, SegmentRow
-
-SEGMENTS: Table = SegmentRow.__table__  # type: ignore[attr-defined]
-IDS: Table = PredictionIdRow.__table__  # type: ignore[attr-defined]
-PENDING: Table = PendingLabelRow.__table__  # type: ignore[attr-defined]
+from services.monitor.tables import IDS, PENDING, SEGMENTS
 
 
 @dataclass(frozen=True)

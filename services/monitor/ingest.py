@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.db import Database
@@ -34,11 +34,8 @@ from services.monitor.counted import Counted, count_batch, count_rows
 from services.monitor.feedback import Keeping, join_labels, pending_for
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
-from services.monitor.tables import PredictionIdRow, ProducerRow, SegmentRow
+from services.monitor.tables import IDS, PRODUCERS, SEGMENTS
 
-PRODUCERS: Table = ProducerRow.__table__  # type: ignore[attr-defined]
-SEGMENTS: Table = SegmentRow.__table__  # type: ignore[attr-defined]
-IDS: Table = PredictionIdRow.__table__  # type: ignore[attr-defined]
 GROUP_LIMIT = 64
 log = logging.getLogger(__name__)
 

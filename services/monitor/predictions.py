@@ -9,7 +9,8 @@ from keel.monitor.v1 import ingest_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
 from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
-from services.monitor.feedback import IDS, SEGMENTS
+from services.monitor import columns
+from services.monitor.tables import IDS, SEGMENTS
 
 
 class Predictions:
@@ -54,8 +55,6 @@ def _find(connection: Connection, model: str, pid: str) -> ingest_pb2.Prediction
 
 def one_row(batch: ingest_pb2.PredictionBatch, row: int) -> ingest_pb2.PredictionBatch:
     """Row ``row`` of ``batch`` as a one-row batch (every column re-encoded simply)."""
-    from services.monitor import columns
-
     n = batch.row_count
     out = ingest_pb2.PredictionBatch(
         producer_id=batch.producer_id,
@@ -87,8 +86,6 @@ def one_row(batch: ingest_pb2.PredictionBatch, row: int) -> ingest_pb2.Predictio
 
 
 def _cell(column: ingest_pb2.Column, n: int, row: int) -> ingest_pb2.Column:
-    from services.monitor import columns
-
     cell = ingest_pb2.Column(name=column.name)
     kind = column.WhichOneof("values")
     if kind in ("strings", "length_prefixed", "dictionary"):

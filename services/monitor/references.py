@@ -17,9 +17,8 @@ from services.common.db import Database
 from services.common.errors import NotFound, Unavailable
 from services.monitor.convert import reference_from_registry
 from services.monitor.reference import ModelReference
-from services.monitor.tables import ReferenceRow
+from services.monitor.tables import REFERENCES
 
-TABLE = ReferenceRow.__table__  # type: ignore[attr-defined]
 TIMEOUT_S = 10.0
 
 
@@ -107,8 +106,8 @@ class References:
 
 def _load(connection: Connection, model: str, version: int) -> tuple[bytes, bytes] | None:
     row = connection.execute(
-        select(TABLE.c.model_doc, TABLE.c.version_doc).where(
-            TABLE.c.model == model, TABLE.c.version == version
+        select(REFERENCES.c.model_doc, REFERENCES.c.version_doc).where(
+            REFERENCES.c.model == model, REFERENCES.c.version == version
         )
     ).first()
     return None if row is None else (bytes(row[0]), bytes(row[1]))
@@ -119,7 +118,7 @@ def _store(
 ) -> None:
     if _load(connection, model, version) is None:
         connection.execute(
-            insert(TABLE).values(
+            insert(REFERENCES).values(
                 model=model,
                 version=version,
                 digest=digest,
@@ -132,12 +131,15 @@ def _store(
 
 def _has_model(connection: Connection, model: str) -> bool:
     return (
-        connection.execute(select(TABLE.c.model).where(TABLE.c.model == model)).first() is not None
+        connection.execute(select(REFERENCES.c.model).where(REFERENCES.c.model == model)).first()
+        is not None
     )
 
 
 def _versions(connection: Connection, model: str) -> list[int]:
     rows = connection.execute(
-        select(TABLE.c.version).where(TABLE.c.model == model).order_by(TABLE.c.version)
+        select(REFERENCES.c.version)
+        .where(REFERENCES.c.model == model)
+        .order_by(REFERENCES.c.version)
     )
     return [int(row[0]) for row in rows]

@@ -4,6 +4,7 @@ for the whole range and, when asked, one per window."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
@@ -150,8 +151,6 @@ class Reports:
 
 
 def _variant(scope: Scope, name: str) -> Scope:
-    from dataclasses import replace
-
     return replace(scope, variant=name, window_s=0)
 
 

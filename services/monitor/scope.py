@@ -18,9 +18,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
 from services.monitor.aggregates import State
-from services.monitor.buckets import BUCKETS, MERGED, spans
+from services.monitor.buckets import spans
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
+from services.monitor.tables import BUCKETS, MERGED
 
 DAY_S = 86_400
 MAX_WINDOWS = 1000

@@ -4,7 +4,7 @@ nanoseconds since the epoch (UTC) unless a name says otherwise."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, Table
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -123,3 +123,13 @@ class PendingLabelRow(MonitorTable, table=True):
     label: str
     label_time: int = Field(sa_type=BigInteger)
     expire_time: int = Field(sa_type=BigInteger)
+
+
+# The tables as SQLAlchemy Core sees them, for the statements of the store modules.
+PRODUCERS: Table = ProducerRow.__table__  # type: ignore[attr-defined]
+REFERENCES: Table = ReferenceRow.__table__  # type: ignore[attr-defined]
+BUCKETS: Table = BucketRow.__table__  # type: ignore[attr-defined]
+MERGED: Table = MergedBucketRow.__table__  # type: ignore[attr-defined]
+SEGMENTS: Table = SegmentRow.__table__  # type: ignore[attr-defined]
+IDS: Table = PredictionIdRow.__table__  # type: ignore[attr-defined]
+PENDING: Table = PendingLabelRow.__table__  # type: ignore[attr-defined]

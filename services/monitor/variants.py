@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats  # type: ignore[import-untyped]
 
 from keel.monitor.v1 import reports_pb2 as rp
 from services.common.errors import InvalidArgument
@@ -112,8 +113,6 @@ def compare_metric(
 
 
 def _z(level: float) -> float:
-    from scipy import stats  # type: ignore[import-untyped]
-
     return float(stats.norm.ppf(0.5 + level / 2))
 
 

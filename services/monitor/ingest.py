@@ -25,7 +25,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.db import Database
-from services.common.errors import DomainError, ResourceExhausted, Unavailable
+from services.common.errors import DomainError, Unavailable
 from services.monitor import columns
 from services.monitor.aggregates import State
 from services.monitor.batches import DecodedBatch, invalid
@@ -214,11 +214,7 @@ def check_batch(batch: ingest_pb2.PredictionBatch, max_rows: int) -> None:
         raise invalid("batch.model", f"model: expected 'models/{{model}}', got '{batch.model}'")
     if batch.version < 1:
         raise invalid("batch.version", f"version: expected >= 1, got {batch.version}")
-    if batch.row_count > max_rows:
-        raise ResourceExhausted(
-            f"batch.row_count: {batch.row_count} rows is more than the maximum {max_rows}"
-        )
-    columns.check_row_count(batch.row_count, max_rows)
+    columns.check_row_count(batch.row_count, max_rows)  # RESOURCE_EXHAUSTED above the limit
 
 
 def _name(deployment: str) -> str:

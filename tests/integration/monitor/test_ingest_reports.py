@@ -112,5 +112,13 @@ async def test_unknown_model_and_bad_columns_are_refused(
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "x1" in (error.details() or "") and "Traceback" not in (error.details() or "")
+    too_many = ingest_pb2.PredictionBatch(
+        producer_id="p", model="models/churn", version=version, row_count=10_001
+    )
+    error = await rpc_error(
+        monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=too_many))
+    )
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.details() == "row_count: expected at most 10000 rows, got 10001"
     error = await rpc_error(monitor.stub.ComputeDrift(pb.ComputeDriftRequest(scope=scope("ghost"))))
     assert error.code() == grpc.StatusCode.NOT_FOUND

@@ -18,7 +18,7 @@ import json
 import math
 import struct
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,10 +189,3 @@ class State:
             str(k): {str(v): int(c) for v, c in d.items()} for k, d in header["unseen"].items()
         }
         return State(layout, buffers, unseen)
-
-
-def merged(states: Iterable[State], layout: Layout) -> State:
-    total = State.empty(layout)
-    for state in states:
-        total.merge(state)
-    return total

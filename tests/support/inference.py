@@ -18,6 +18,7 @@ from services.common.server import build_server
 from services.inference.predictions import PredictionLog
 from services.inference.service import serving_stack
 from services.inference.settings import InferenceSettings
+from tests.support.registry import Client, running_registry, xgboost_artifact
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,18 @@ class Inference:
     address: str
     predictions: PredictionLog
     metrics: CollectorRegistry
+
+
+@asynccontextmanager
+async def churn_in_production(tmp_path: Path) -> AsyncIterator[tuple[Client, int]]:
+    """A registry (SQLite under ``tmp_path``) whose model ``churn`` has version 1, a
+    5-tree XGBoost classifier, as ``production``; yields the client and the port."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    async with running_registry(url, tmp_path / "registry") as (registry, port):
+        await registry.create_model("churn")
+        await registry.register("churn", xgboost_artifact(trees=5))
+        await registry.set_alias("churn", "production", 1)
+        yield registry, port
 
 
 @asynccontextmanager

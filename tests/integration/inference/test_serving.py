@@ -14,11 +14,10 @@ import xgboost
 
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
-from tests.support.inference import raw_output, raw_request, running_inference
+from tests.support.inference import churn_in_production, raw_output, raw_request, running_inference
 from tests.support.registry import (
     Client,
     rpc_error,
-    running_registry,
     training_data,
     xgboost_artifact,
 )
@@ -28,13 +27,7 @@ from tests.support.registry import (
 async def stack(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[Client, oip_grpc.GRPCInferenceServiceAsyncStub]]:
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
-        registry,
-        port,
-    ):
-        await registry.create_model("churn")
-        await registry.register("churn", xgboost_artifact(trees=5))
-        await registry.set_alias("churn", "production", 1)
+    async with churn_in_production(tmp_path) as (registry, port):
         async with running_inference(port, tmp_path / "inference") as served:
             yield registry, served.stub
 
@@ -124,13 +117,7 @@ async def test_explain_adds_up_and_the_routing_state_is_reported(tmp_path: Path)
     from keel.inference.v1 import inference_pb2_grpc as kpb_grpc
 
     rows = training_data()[0][:3]
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
-        registry,
-        port,
-    ):
-        await registry.create_model("churn")
-        await registry.register("churn", xgboost_artifact(trees=5))
-        await registry.set_alias("churn", "production", 1)
+    async with churn_in_production(tmp_path) as (registry, port):
         async with running_inference(port, tmp_path / "inference") as served:
             async with grpc.aio.insecure_channel(served.address) as channel:
                 keel = kpb_grpc.InferenceServiceStub(channel)
@@ -159,13 +146,7 @@ async def test_explain_adds_up_and_the_routing_state_is_reported(tmp_path: Path)
 
 async def test_prometheus_counts_rows_calls_and_prediction_records(tmp_path: Path) -> None:
     rows = training_data()[0][:5]
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
-        registry,
-        port,
-    ):
-        await registry.create_model("churn")
-        await registry.register("churn", xgboost_artifact(trees=5))
-        await registry.set_alias("churn", "production", 1)
+    async with churn_in_production(tmp_path) as (registry, port):
         async with running_inference(port, tmp_path / "inference") as served:
             for _ in range(3):
                 await served.stub.ModelInfer(raw_request("churn", rows))

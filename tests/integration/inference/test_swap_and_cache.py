@@ -9,7 +9,7 @@ import numpy as np
 
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
-from tests.support.inference import raw_output, raw_request, running_inference
+from tests.support.inference import churn_in_production, raw_output, raw_request, running_inference
 from tests.support.registry import running_registry, training_data, xgboost_artifact
 
 CLIENTS = 32
@@ -58,13 +58,7 @@ async def test_alias_moves_under_32_clients_fail_no_call_and_never_go_back(tmp_p
 
 async def test_a_restart_with_the_registry_down_serves_the_cached_versions(tmp_path: Path) -> None:
     rows = training_data()[0][:3]
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
-        registry,
-        port,
-    ):
-        await registry.create_model("churn")
-        await registry.register("churn", xgboost_artifact(trees=5))
-        await registry.set_alias("churn", "production", 1)
+    async with churn_in_production(tmp_path) as (registry, port):
         async with running_inference(port, tmp_path / "inference") as served:
             inference = served.stub
             before = await inference.ModelInfer(raw_request("churn", rows))

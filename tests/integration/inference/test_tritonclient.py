@@ -22,9 +22,9 @@ from sklearn.preprocessing import OneHotEncoder
 from keel.common.v1 import schema_pb2
 from keel.registry.v1 import model_pb2
 from keel.registry.v1 import registry_pb2 as pb
-from tests.support.inference import running_inference
+from tests.support.inference import churn_in_production, running_inference
 from tests.support.processes import ROOT
-from tests.support.registry import Artifact, Client, running_registry, xgboost_artifact
+from tests.support.registry import Artifact, Client, xgboost_artifact
 
 COMPAT_PYTHON = ROOT / ".venv-compat" / "bin" / "python"
 SCRIPT = ROOT / "tests" / "compat" / "tritonclient_inference.py"
@@ -81,13 +81,7 @@ async def test_tritonclient_against_keel_inference(tmp_path: Path) -> None:
     if not COMPAT_PYTHON.exists():
         pytest.skip("needs .venv-compat with tritonclient: `make .venv-compat/.installed`")
     plans, plans_sklearn = plans_model()
-    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
-        registry,
-        port,
-    ):
-        await registry.create_model("churn")
-        await registry.register("churn", xgboost_artifact(trees=5))
-        await registry.set_alias("churn", "production", 1)
+    async with churn_in_production(tmp_path) as (registry, port):
         await register_plans(registry, plans)
         async with running_inference(port, tmp_path / "inference") as inference:
             proc = await asyncio.create_subprocess_exec(

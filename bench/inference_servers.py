@@ -11,7 +11,6 @@ report the port it bound; a lost race shows up as MLServer failing to start.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import procs
 from bench.inference_models import MODEL, BenchModel, write_mlserver_repository
 from bench.stats import process_cpu_seconds
 from keel.oip.v2 import open_inference_pb2 as oip
@@ -154,13 +154,6 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(process_cpu_seconds(member) or 0.0 for member in tree)
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM, then SIGKILL if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    procs.stop(proc, timeout=20)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -288,6 +288,12 @@ DTYPES: dict[int, DType] = {
 }
 
 
+def _pii(feature: schema_pb2.Feature) -> Literal["", "HASH", "DROP"]:
+    if not feature.pii:
+        return ""
+    return "DROP" if feature.pii_action == schema_pb2.PII_ACTION_DROP else "HASH"
+
+
 def signature_from_version(model_version: model_pb2.ModelVersion, task: int) -> ModelSignature:
     """The domain signature of a registry version (``task`` is the model's ``Task``).
     A version the registry should never have accepted is ``FailedPrecondition``."""
@@ -312,6 +318,7 @@ def signature_from_version(model_version: model_pb2.ModelVersion, task: int) -> 
                 min=bounds.min if bounds.HasField("min") else None,
                 max=bounds.max if bounds.HasField("max") else None,
                 categories=tuple(feature.categories),
+                pii=_pii(feature),
             )
         )
     return ModelSignature(

@@ -8,16 +8,18 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.inference.predictions import PredictionLog
+from services.inference.prediction_log import PredictionLog
 from services.inference.serving import Server
+from services.inference.shadows import Shadows
 
 NS = 1e-9
 
 
 class InferenceCollector(Collector):
-    def __init__(self, server: Server, predictions: PredictionLog) -> None:
+    def __init__(self, server: Server, shadows: Shadows, log: PredictionLog | None) -> None:
         self._server = server
-        self._predictions = predictions
+        self._shadows = shadows
+        self._log = log
 
     def collect(self) -> Iterator[Metric]:
         labels = ["model", "version"]
@@ -49,14 +51,69 @@ class InferenceCollector(Collector):
             failed.add_metric(key, stats.fail.count)
             depth.add_metric(key, stats.pending)
         yield from (rows, calls, queued, compute, failed, depth)
-        logged = CounterMetricFamily("keel_prediction_log_records", "Prediction records queued.")
-        logged.add_metric([], self._predictions.accepted)
-        yield logged
-        dropped = CounterMetricFamily(
-            "keel_prediction_log_dropped", "Prediction records dropped because the queue was full."
+        skipped = CounterMetricFamily(
+            "keel_inference_shadow_skipped",
+            "Shadow copies skipped because too many were still running.",
         )
-        dropped.add_metric([], self._predictions.dropped)
-        yield dropped
-        waiting = GaugeMetricFamily("keel_prediction_log_pending", "Records waiting for delivery.")
-        waiting.add_metric([], len(self._predictions))
-        yield waiting
+        skipped.add_metric([], self._shadows.skipped)
+        failed_shadows = CounterMetricFamily(
+            "keel_inference_shadow_failed", "Shadow copies whose model call failed."
+        )
+        failed_shadows.add_metric([], self._shadows.failed)
+        yield from (skipped, failed_shadows)
+        if self._log is not None:
+            yield from _prediction_log(self._log)
+
+
+def _prediction_log(log: PredictionLog) -> Iterator[Metric]:
+    shipper, spool, delivery = log.shipper, log.spool, log.delivery
+    figures = [
+        ("keel_prediction_log_rows", "Predictions logged (rows).", shipper.logged_rows),
+        (
+            "keel_prediction_log_dropped_rows",
+            "Predictions dropped from the log: the spool was full (oldest first) or sealing "
+            "fell behind.",
+            spool.dropped_rows + shipper.dropped_rows,
+        ),
+        (
+            "keel_prediction_log_delivered_rows",
+            "Predictions the monitor acknowledged as applied.",
+            delivery.delivered_rows,
+        ),
+        (
+            "keel_prediction_log_duplicate_rows",
+            "Predictions the monitor recognised as already counted (resent after a break).",
+            delivery.duplicate_rows,
+        ),
+        (
+            "keel_prediction_log_rejected_rows",
+            "Predictions in batches the monitor refused.",
+            delivery.rejected_rows,
+        ),
+    ]
+    for name, text, value in figures:
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], value)
+        yield counter
+    gauges = [
+        (
+            "keel_prediction_log_spooled_rows",
+            "Predictions in the spool, not yet acknowledged.",
+            spool.pending_rows,
+        ),
+        ("keel_prediction_log_spooled_bytes", "Bytes of the spool.", spool.pending_bytes),
+        (
+            "keel_prediction_log_waiting_rows",
+            "Predictions waiting to be sealed.",
+            shipper.waiting_rows,
+        ),
+        (
+            "keel_prediction_log_connected",
+            "1 while a stream to the monitor is open.",
+            int(delivery.connected),
+        ),
+    ]
+    for name, text, value in gauges:
+        gauge = GaugeMetricFamily(name, text)
+        gauge.add_metric([], value)
+        yield gauge

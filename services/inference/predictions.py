@@ -1,55 +1,61 @@
-"""The prediction-log hook: every answered request becomes a record on a bounded queue
-that never blocks the caller. Delivery to the monitor comes with issue #6; until then
-records wait here (the oldest dropped and counted when the queue is full)."""
+"""A prediction as the inference service logs it, and the ids that name its rows.
+
+A request's prediction id is the request's ``id`` when the caller set one, else a
+time-ordered id generated here; the response's ``id`` carries it either way. A request
+of N > 1 rows logs rows ``{id}/0`` … ``{id}/{N-1}``; a one-row request logs ``{id}``.
+Feedback labels are sent to the monitor under these ids. A shadow logs its answer
+under ``{id}@{variant}``, so it is counted beside the live row, not as its duplicate.
+"""
 
 from __future__ import annotations
 
-import collections
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from services.inference.records import Features, ModelSignature
+
 
 @dataclass(frozen=True)
 class PredictionRecord:
+    """One answered request (or one shadow copy), waiting to be sealed into a batch."""
+
     prediction_id: str
     model: str
     version: int
+    deployment: str  # '' when the request named a model
     variant: str
-    inputs: dict[str, npt.NDArray[np.generic]]
+    signature: ModelSignature
+    features: Features
     outputs: dict[str, npt.NDArray[np.generic]]
-    latency_s: float
-    trace_id: str
-    shadow: bool = False
+    trace_id: int = 0  # W3C trace id of the request, 0 when untraced
+    span_id: int = 0  # span of the request in this service
     time_ns: int = field(default_factory=time.time_ns)
+
+    @property
+    def rows(self) -> int:
+        return self.features.rows
 
 
 def new_prediction_id() -> str:
-    return uuid.uuid4().hex
+    """A UUIDv7-style id (RFC 9562): 48-bit millisecond time then random bits, as 32 hex
+    digits; ids sort by creation time."""
+    millis = time.time_ns() // 1_000_000
+    value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    return f"{value:032x}"
 
 
-class PredictionLog:
-    """A bounded, non-blocking queue of records."""
+def row_ids(prediction_id: str, rows: int) -> list[str]:
+    """The ids under which the rows of one request are logged."""
+    if rows == 1:
+        return [prediction_id]
+    return [f"{prediction_id}/{i}" for i in range(rows)]
 
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._records: collections.deque[PredictionRecord] = collections.deque(maxlen=capacity)
-        self.dropped = 0
-        self.accepted = 0
 
-    def put(self, record: PredictionRecord) -> None:
-        if len(self._records) == self._records.maxlen:
-            self.dropped += 1
-        self._records.append(record)
-        self.accepted += 1
-
-    def drain(self, limit: int) -> list[PredictionRecord]:
-        taken: list[PredictionRecord] = []
-        while self._records and len(taken) < limit:
-            taken.append(self._records.popleft())
-        return taken
-
-    def __len__(self) -> int:
-        return len(self._records)
+def shadow_id(prediction_id: str, variant: str) -> str:
+    return f"{prediction_id}@{variant}"

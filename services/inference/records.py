@@ -23,6 +23,8 @@ class FeatureSpec:
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] = ()
+    # Personally identifiable: hashed (keyed) or dropped before it leaves the process.
+    pii: Literal["", "HASH", "DROP"] = ""
 
 
 @dataclass(frozen=True)

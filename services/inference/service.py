@@ -17,15 +17,16 @@ from services.common.channels import create_channel
 from services.common.server import ServerDeps, ServiceBinding
 from services.common.service import ServiceSpec
 from services.inference import upstream
-from services.inference.batching import Batcher
+from services.inference.batching import Batcher, Predict
 from services.inference.cache import LocalCache
 from services.inference.metrics import InferenceCollector
-from services.inference.predictions import PredictionLog
-from services.inference.runtime import LoadedModel
+from services.inference.prediction_log import PredictionLog, open_prediction_log
+from services.inference.predictions import PredictionRecord
 from services.inference.servicer import InferenceServicer
 from services.inference.servicer_keel import KeelInferenceServicer
 from services.inference.serving import Server
 from services.inference.settings import InferenceSettings
+from services.inference.shadows import PredictionSink, Shadows
 
 OIP_SERVICE = open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 KEEL_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -34,9 +35,14 @@ KEEL_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].ful
 def open_inference(
     settings: InferenceSettings, provider: TracerProvider, metrics: CollectorRegistry
 ) -> AbstractAsyncContextManager[ServerDeps]:
-    return serving_stack(
-        settings, provider, metrics, PredictionLog(settings.prediction_log_capacity)
-    )
+    return serving_stack(settings, provider, metrics)
+
+
+class _NoLog:
+    """No monitor configured: predictions are not logged."""
+
+    def put(self, record: PredictionRecord) -> None:
+        pass
 
 
 @asynccontextmanager
@@ -44,14 +50,36 @@ async def serving_stack(
     settings: InferenceSettings,
     provider: TracerProvider,
     metrics: CollectorRegistry,
-    predictions: PredictionLog,
+    sink: PredictionSink | None = None,
 ) -> AsyncIterator[ServerDeps]:
-    """The inference service's dependencies; ``predictions`` receives every answer."""
+    """The inference service's dependencies. Every answer goes to ``sink`` when given,
+    else to the prediction log delivered to ``settings.monitor_address``."""
+    async with contextlib.AsyncExitStack() as stack:
+        prediction_log = None
+        if sink is None and settings.monitor_address:
+            prediction_log = await stack.enter_async_context(
+                open_prediction_log(settings, provider)
+            )
+            sink = prediction_log.shipper
+        deps = await stack.enter_async_context(
+            _serving(settings, provider, metrics, sink or _NoLog(), prediction_log)
+        )
+        yield deps
+
+
+@asynccontextmanager
+async def _serving(
+    settings: InferenceSettings,
+    provider: TracerProvider,
+    metrics: CollectorRegistry,
+    sink: PredictionSink,
+    prediction_log: PredictionLog | None,
+) -> AsyncIterator[ServerDeps]:
     executor = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
 
-    def batcher(model: LoadedModel) -> Batcher:
+    def batcher(predict: Predict) -> Batcher:
         return Batcher(
-            model.predict,
+            predict,
             max_batch_rows=settings.max_batch_rows,
             max_delay_s=settings.max_batch_delay_s,
             executor=executor,
@@ -70,12 +98,16 @@ async def serving_stack(
         executor,
         batcher,
         model_threads=settings.model_threads,
+        fault_delays_s=settings.fault_delays_s,
     )
     await server.start()
-    metrics.register(InferenceCollector(server, predictions))
+    shadows = Shadows(
+        sink, threads=settings.shadow_threads, max_in_flight=settings.shadow_max_in_flight
+    )
+    metrics.register(InferenceCollector(server, shadows, prediction_log))
     stop = asyncio.Event()
     follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
-    servicer = InferenceServicer(server, predictions)
+    servicer = InferenceServicer(server, sink, shadows)
     keel_servicer = KeelInferenceServicer(server)
     bindings = [
         ServiceBinding(
@@ -97,6 +129,7 @@ async def serving_stack(
         with contextlib.suppress(asyncio.CancelledError):
             await follower
         await channel.close(None)
+        shadows.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -3,9 +3,7 @@ repository extensions): protobuf in, one serving call, protobuf out."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 from opentelemetry import trace
 
@@ -14,9 +12,9 @@ from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from services.common.errors import InvalidArgument, NotFound
 from services.common.rpc import Context
 from services.inference import convert, statistics
-from services.inference.predictions import PredictionLog, PredictionRecord, new_prediction_id
-from services.inference.records import Features, Outputs
-from services.inference.serving import LoadedVersion, Server
+from services.inference.predictions import PredictionRecord, new_prediction_id, shadow_id
+from services.inference.serving import Server
+from services.inference.shadows import PredictionSink, Shadows
 from services.inference.validation import to_features
 
 log = logging.getLogger(__name__)
@@ -33,16 +31,11 @@ def _sticky(request: oip.ModelInferRequest, parameter: str) -> str | None:
     return None if kind is None else str(getattr(value, kind))
 
 
-def _trace_id() -> str:
-    span = trace.get_current_span().get_span_context()
-    return format(span.trace_id, "032x") if span.is_valid else ""
-
-
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, server: Server, predictions: PredictionLog) -> None:
+    def __init__(self, server: Server, predictions: PredictionSink, shadows: Shadows) -> None:
         self.server = server
         self.predictions = predictions
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self.shadows = shadows
 
     async def ServerLive(
         self, request: oip.ServerLiveRequest, context: Context
@@ -77,75 +70,58 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: oip.ModelInferRequest, context: Context
     ) -> oip.ModelInferResponse:
-        started = time.perf_counter()
         deployment = self.server.routing.snapshot.deployments.get(request.model_name)
         sticky = _sticky(request, deployment.sticky_key_parameter if deployment else "")
         target = await self.server.target(request.model_name, request.model_version, sticky)
         version = target.version
-        features = to_features(version.info.signature, convert.decode_inputs(request))
+        tensors = convert.decode_inputs(request)
+        features = to_features(version.info.signature, tensors)
         outputs = await version.batcher.submit(features)
+        prediction_id = request.id or new_prediction_id()
         response = oip.ModelInferResponse(
-            model_name=request.model_name, model_version=str(version.info.version), id=request.id
+            model_name=request.model_name,
+            model_version=str(version.info.version),
+            id=prediction_id,
         )
         convert.encode_outputs(
             outputs, convert.requested_outputs(request), convert.answers_raw(request), response
         )
-        prediction_id = request.id or new_prediction_id()
-        trace_id = _trace_id()
-        self._log(
-            prediction_id, version, target.variant, features, outputs, started, trace_id, False
-        )
-        for variant, shadow in target.shadows:
-            self._shadow(prediction_id, shadow, variant, features, trace_id)
-        return response
-
-    def _log(
-        self,
-        prediction_id: str,
-        version: LoadedVersion,
-        variant: str,
-        features: Features,
-        outputs: Outputs,
-        started: float,
-        trace_id: str,
-        shadow: bool,
-    ) -> None:
+        routed = request.model_name if deployment is not None and not request.model_version else ""
+        span = trace.get_current_span().get_span_context()
+        trace_id, span_id = (span.trace_id, span.span_id) if span.is_valid else (0, 0)
         self.predictions.put(
             PredictionRecord(
                 prediction_id,
                 version.info.model,
                 version.info.version,
-                variant,
-                features.columns,
+                routed,
+                target.variant,
+                version.info.signature,
+                features,
                 outputs.tensors,
-                time.perf_counter() - started,
                 trace_id,
-                shadow,
+                span_id,
             )
         )
-
-    def _shadow(
-        self,
-        prediction_id: str,
-        version: LoadedVersion,
-        variant: str,
-        features: Features,
-        trace_id: str,
-    ) -> None:
-        """A copy of the request for a shadow: logged under its variant, never awaited."""
-
-        async def run() -> None:
-            started = time.perf_counter()
-            try:
-                outputs = await version.batcher.submit(features)
-            except Exception as error:  # noqa: BLE001 - a shadow never affects the caller
-                log.warning("shadow %s failed: %s", variant, error)
-                return
-            self._log(prediction_id, version, variant, features, outputs, started, trace_id, True)
-
-        task = asyncio.create_task(run())
-        self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
+        for variant, shadow in target.shadows:
+            self.shadows.copy(
+                PredictionRecord(
+                    shadow_id(prediction_id, variant),
+                    shadow.info.model,
+                    shadow.info.version,
+                    routed,
+                    variant,
+                    shadow.info.signature,
+                    features,
+                    {},
+                    trace_id,
+                    span_id,
+                ),
+                shadow,
+                tensors,
+                version.info.signature,
+            )
+        return response
 
     async def ModelStatistics(
         self, request: oip.ModelStatisticsRequest, context: Context

@@ -14,13 +14,14 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
-from services.inference.batching import Batcher
+from services.inference.batching import Batcher, Predict
 from services.inference.cache import LocalCache
+from services.inference.records import Features, Outputs
 from services.inference.runtime import LoadedModel, load_model
 from services.inference.upstream import (
     DeploymentInfo,
@@ -42,6 +43,7 @@ class LoadedVersion:
     batcher: Batcher
     load_time: float
     source: str  # registry | cache
+    predict: Predict  # the model call, as the batcher makes it (with any injected fault)
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,17 @@ class Server:
         upstream: RegistryUpstream,
         cache: LocalCache,
         executor: Executor,
-        batcher_factory: Callable[[LoadedModel], Batcher],
+        batcher_factory: Callable[[Predict], Batcher],
         *,
         model_threads: int = 1,
+        fault_delays_s: Mapping[str, float] | None = None,
     ) -> None:
         self.upstream = upstream
         self.model_threads = model_threads
         self.cache = cache
         self.executor = executor
         self._batcher = batcher_factory
+        self._fault_delays_s = dict(fault_delays_s or {})
         self.routing = Routing()
         self.loaded: dict[tuple[str, int], LoadedVersion] = {}
         self.known: dict[tuple[str, int], VersionInfo] = {}
@@ -137,7 +141,12 @@ class Server:
             self.failures[key] = str(error)
             raise
         self.failures.pop(key, None)
-        loaded = LoadedVersion(info, loaded_model, self._batcher(loaded_model), time.time(), source)
+        predict = _with_fault(
+            loaded_model.predict, self._fault_delays_s.get(f"{model}:{version}", 0.0)
+        )
+        loaded = LoadedVersion(
+            info, loaded_model, self._batcher(predict), time.time(), source, predict
+        )
         self.loaded[key] = loaded
         log.info("loaded %s version %d from %s", model, version, source)
         return loaded
@@ -278,6 +287,19 @@ class Server:
                 await asyncio.wait_for(stop.wait(), retry_s)
             except TimeoutError:
                 continue
+
+
+def _with_fault(predict: Predict, delay_s: float) -> Predict:
+    """``predict``, blocking ``delay_s`` first in the thread that runs it (chaos testing:
+    ``KEEL_INFERENCE_FAULT_DELAYS_S``)."""
+    if delay_s <= 0:
+        return predict
+
+    def delayed(features: Features) -> Outputs:
+        time.sleep(delay_s)
+        return predict(features)
+
+    return delayed
 
 
 def _load_and_warm(data: bytes, info: VersionInfo, threads: int) -> LoadedModel:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServerSettings
+from services.common.settings import MIB, ServerSettings
 
 
 class InferenceSettings(ServerSettings):
@@ -14,7 +14,6 @@ class InferenceSettings(ServerSettings):
     port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int | None = Field(default=9102, ge=0, le=65535)
     registry_address: str = Field(default="127.0.0.1:50051", description="host:port.")
-    monitor_address: str = Field(default="127.0.0.1:50053", description="host:port.")
     max_batch_rows: int = Field(
         default=1024,
         ge=1,
@@ -26,8 +25,53 @@ class InferenceSettings(ServerSettings):
     max_queue: int = Field(default=1024, ge=1, description="Requests waiting per version.")
     predict_threads: int = Field(default=2, ge=1, description="Threads running model calls.")
     model_threads: int = Field(default=1, ge=1, description="XGBoost threads per model call.")
-    prediction_log_capacity: int = Field(
-        default=100_000, ge=1, description="Records kept for the monitor before the oldest drop."
+    monitor_address: str = Field(
+        default="127.0.0.1:50053",
+        description="host:port of the monitor receiving prediction logs; empty: no prediction log.",
+    )
+    prediction_log_batch_rows: int = Field(
+        default=1000, ge=1, description="Rows per prediction-log batch sent to the monitor."
+    )
+    prediction_log_flush_s: float = Field(
+        default=0.2, gt=0, description="Longest a prediction waits before its batch is sealed."
+    )
+    prediction_log_max_waiting_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Rows waiting to be sealed before new ones are dropped (and counted).",
+    )
+    prediction_log_spool_bytes: int = Field(
+        default=256 * MIB,
+        ge=64 * 1024,
+        description="Size limit of the on-disk spool; when full the oldest batches are dropped "
+        "(counted in keel_prediction_log_dropped_rows and logged).",
+    )
+    prediction_log_spool_sync: bool = Field(
+        default=False, description="fsync every spooled batch (survives a power loss, slower)."
+    )
+    prediction_log_retry_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="First pause before reconnecting to the monitor (doubles to 5 s).",
+    )
+    prediction_log_drain_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="On shutdown, how long delivery may go on emptying the spool.",
+    )
+    pii_hash_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Key of the digest that replaces PII features in prediction logs; "
+        "replicas must share it. Empty: a random key kept in data_dir/pii.key.",
+    )
+    shadow_threads: int = Field(default=1, ge=1, description="Threads running shadow copies.")
+    shadow_max_in_flight: int = Field(
+        default=64, ge=1, description="Shadow copies running or waiting before more are skipped."
+    )
+    fault_delays_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Chaos testing: JSON object of 'model:version' -> seconds each model call of "
+        "that version blocks first, in the thread running it (live and shadow calls alike).",
     )
     registry_retry_s: float = Field(
         default=1.0, gt=0, description="Wait before reconnecting to the registry's stream."

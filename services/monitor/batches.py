@@ -55,6 +55,8 @@ def decode(batch: ingest_pb2.PredictionBatch, reference: ModelReference) -> Deco
         if column.name in seen:
             raise invalid("batch.features", f"column '{column.name}' is sent twice")
         seen.add(column.name)
+        if feature.pii:
+            continue  # a digest (or nothing) of a personal value: kept with the row, not counted
         if feature.numeric:
             rows.numeric[feature.name] = columns.numbers(column, n, feature.name)
         else:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -15,19 +16,30 @@ from prometheus_client import CollectorRegistry
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from services.common.server import build_server
-from services.inference.predictions import PredictionLog
+from services.inference.predictions import PredictionRecord
 from services.inference.service import serving_stack
 from services.inference.settings import InferenceSettings
 from tests.support.registry import Client, running_registry, xgboost_artifact
 
 
+class Recorder:
+    """A prediction sink that keeps every record, for tests without a monitor."""
+
+    def __init__(self) -> None:
+        self.records: list[PredictionRecord] = []
+
+    def put(self, record: PredictionRecord) -> None:
+        self.records.append(record)
+
+
 @dataclass(frozen=True)
 class Inference:
-    """A running inference server: an aio stub and the address for other clients."""
+    """A running inference server: an aio stub and the address for other clients.
+    ``predictions`` holds what was logged, unless logs go to a monitor."""
 
     stub: oip_grpc.GRPCInferenceServiceAsyncStub
     address: str
-    predictions: PredictionLog
+    predictions: Recorder
     metrics: CollectorRegistry
 
 
@@ -44,18 +56,31 @@ async def churn_in_production(tmp_path: Path) -> AsyncIterator[tuple[Client, int
 
 
 @asynccontextmanager
-async def running_inference(registry_port: int, data_dir: Path) -> AsyncIterator[Inference]:
+async def running_inference(
+    registry_port: int,
+    data_dir: Path,
+    *,
+    monitor_address: str = "",
+    provider: TracerProvider | None = None,
+    **settings_overrides: Any,
+) -> AsyncIterator[Inference]:
+    """Inference following the registry on ``registry_port``; prediction logs go to the
+    monitor at ``monitor_address`` when given, else to ``Inference.predictions``."""
     settings = InferenceSettings(
         port=0,
         metrics_port=None,
         data_dir=data_dir,
         registry_address=f"127.0.0.1:{registry_port}",
         registry_retry_s=0.2,
+        monitor_address=monitor_address,
+        **settings_overrides,
     )
-    predictions = PredictionLog()
+    predictions = Recorder()
     metrics = CollectorRegistry()
-    async with serving_stack(settings, TracerProvider(), metrics, predictions) as deps:
-        server, port = build_server(settings, tracer_provider=TracerProvider(), deps=deps)
+    provider = provider or TracerProvider()
+    sink = None if monitor_address else predictions
+    async with serving_stack(settings, provider, metrics, sink) as deps:
+        server, port = build_server(settings, tracer_provider=provider, deps=deps)
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -39,15 +39,13 @@ class Monitor:
 async def running_monitor(
     registry_address: str, database_url: str, data_dir: Path, **overrides: Any
 ) -> AsyncIterator[Monitor]:
+    defaults: dict[str, Any] = {"port": 0, "event_poll_s": 0.05, "guard_refresh_s": 0.2}
     settings = MonitorSettings(
-        port=0,
         metrics_port=None,
         data_dir=data_dir,
         database_url=database_url,
         registry_address=registry_address,
-        event_poll_s=0.05,
-        guard_refresh_s=0.2,
-        **overrides,
+        **{**defaults, **overrides},
     )
     provider = TracerProvider()
     async with open_monitor(settings, provider, CollectorRegistry()) as deps:

@@ -54,13 +54,18 @@ async def test_weighted_sticky_routes_and_shadows(tmp_path: Path) -> None:
                 for _ in range(10)
             }
             await asyncio.sleep(0.2)  # shadows run after the answer
-            log = served.predictions.drain(10_000)
+            log = list(served.predictions.records)
     assert set(versions) == {"1", "2"} and min(versions.values()) >= 15  # about half each
     assert len(repeats) == 1  # the same key always gets the same variant
-    live = [r for r in log if not r.shadow]
-    shadow = [r for r in log if r.shadow]
-    assert {(r.version, r.variant) for r in live} == {(1, "control"), (2, "treatment")}
-    assert len(shadow) == len(live) == 70 and {(r.version, r.variant) for r in shadow} == {
-        (3, "shadow")
+    live = [r for r in log if r.variant != "shadow"]
+    shadow = [r for r in log if r.variant == "shadow"]
+    assert {(r.version, r.variant, r.deployment) for r in live} == {
+        (1, "control", "churn-api"),
+        (2, "treatment", "churn-api"),
     }
-    assert sorted(r.prediction_id for r in shadow) == sorted(r.prediction_id for r in live)
+    assert len(shadow) == len(live) == 70 and {r.version for r in shadow} == {3}
+    # a shadow's answer is logged beside the live one, under the live id + its variant
+    assert sorted(r.prediction_id for r in shadow) == sorted(
+        f"{r.prediction_id}@shadow" for r in live
+    )
+    assert all(set(r.outputs) == {"label", "probabilities"} for r in shadow)

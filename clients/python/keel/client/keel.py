@@ -170,6 +170,7 @@ class Keel:
         *,
         objectives: Objectives | None = None,
         protected: Sequence[str] | None = None,
+        pii: Mapping[str, str] | None = None,
         task: str | int | None = None,
         description: str = "",
         owner_team: str = "",
@@ -183,6 +184,8 @@ class Keel:
         ``objectives`` (e.g. ``["f1 >= 0.80"]``) set the model's objectives on creation
         and replace them on later calls; omitted, the model's stay as they are.
         ``protected`` names protected features, reported on by fairness metrics.
+        ``pii`` maps personal features to ``hash`` or ``drop``: what the inference service
+        does to them before a prediction is logged.
         ``task`` (``binary``, ``multiclass``, ``regression``) is inferred when omitted.
         ``cv`` is the number of cross-validation folds, None to skip.
         Raises ValueError/TypeError for bad input (before any call), RegistrationFailed
@@ -205,6 +208,7 @@ class Keel:
             y_test,
             task=task,
             protected=list(protected or ()),
+            pii=pii,
             cv=cv,
             description=description,
             tags=tags,

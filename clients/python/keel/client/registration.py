@@ -46,6 +46,7 @@ def prepare_version(
     *,
     task: str | int | None = None,
     protected: Sequence[str] = (),
+    pii: Mapping[str, str] | None = None,
     cv: int | None = 5,
     description: str = "",
     tags: Mapping[str, str] | None = None,
@@ -62,7 +63,7 @@ def prepare_version(
     _check_rows("test", x_test, test_y)
     class_labels = classes(model) if is_classification(resolved) else []
     signature = signature_from_columns(
-        train_cols, task=resolved, class_labels=class_labels, protected=protected
+        train_cols, task=resolved, class_labels=class_labels, protected=protected, pii=pii
     )
     on_train = predict(model, x_train, resolved)
     on_test = predict(model, x_test, resolved)

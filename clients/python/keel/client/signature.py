@@ -11,7 +11,7 @@ answer ``label`` INT64 [-1] and ``probabilities`` FP32 [-1, C], regressors
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from keel.client._model import Task, is_classification
@@ -35,8 +35,13 @@ def outputs(task: Task, class_count: int = 0) -> list[schema_pb2.TensorSpec]:
     raise ValueError(f"task {task}: expected a classification or regression task")
 
 
-def feature(column: Column, *, protected: bool = False) -> schema_pb2.Feature:
-    """The signature entry of one column."""
+PII_ACTIONS = {"hash": schema_pb2.PII_ACTION_HASH, "drop": schema_pb2.PII_ACTION_DROP}
+
+
+def feature(
+    column: Column, *, protected: bool = False, pii: str | None = None
+) -> schema_pb2.Feature:
+    """The signature entry of one column; ``pii`` ('hash' or 'drop') flags it personal."""
     entry = schema_pb2.Feature(
         name=column.name,
         dtype=column.dtype,
@@ -47,6 +52,8 @@ def feature(column: Column, *, protected: bool = False) -> schema_pb2.Feature:
         ),
         required=not bool(column.missing.any()),
         protected=protected,
+        pii=pii is not None,
+        pii_action=PII_ACTIONS[pii] if pii is not None else schema_pb2.PII_ACTION_UNSPECIFIED,
     )
     entry.categories.extend(column.categories)
     return entry
@@ -58,20 +65,28 @@ def signature_from_columns(
     task: Task,
     class_labels: Iterable[Any] = (),
     protected: Iterable[str] = (),
+    pii: Mapping[str, str] | None = None,
 ) -> schema_pb2.Signature:
-    """The signature of a model fed ``cols``; ``protected`` names protected features."""
+    """The signature of a model fed ``cols``; ``protected`` names protected features,
+    ``pii`` maps personal features to what happens to them in prediction logs
+    (``hash`` or ``drop``)."""
     marked = set(protected)
-    unknown = marked - {c.name for c in cols}
-    if unknown:
-        names = ", ".join(c.name for c in cols)
-        raise ValueError(
-            f"protected feature(s) {', '.join(sorted(unknown))} not among the features ({names})"
-        )
+    personal = dict(pii or {})
+    for what, named in (("protected", marked), ("pii", set(personal))):
+        unknown = named - {c.name for c in cols}
+        if unknown:
+            names = ", ".join(c.name for c in cols)
+            raise ValueError(
+                f"{what} feature(s) {', '.join(sorted(unknown))} not among the features ({names})"
+            )
+    for name, action in personal.items():
+        if action not in PII_ACTIONS:
+            raise ValueError(f"pii feature '{name}': expected 'hash' or 'drop', got {action!r}")
     labels = [text(label) for label in class_labels]
     if is_classification(task) and len(labels) < 2:
         raise ValueError("a classifier's signature needs its class labels (at least 2)")
     return schema_pb2.Signature(
-        inputs=[feature(c, protected=c.name in marked) for c in cols],
+        inputs=[feature(c, protected=c.name in marked, pii=personal.get(c.name)) for c in cols],
         outputs=outputs(task, len(labels)),
         class_labels=labels,
     )

@@ -91,7 +91,9 @@ def start_keel(name: str, folder: Path, registry: str, workers: int) -> Running:
         "0",
     ]
     argv += ["--workers", str(workers), "--data-dir", str(folder / name)]
-    return _with_ready_file(name, argv, folder, {"KEEL_INFERENCE_REGISTRY_ADDRESS": registry})
+    # Prediction logging off: MLServer, the peer, logs nothing either.
+    env = {"KEEL_INFERENCE_REGISTRY_ADDRESS": registry, "KEEL_INFERENCE_MONITOR_ADDRESS": ""}
+    return _with_ready_file(name, argv, folder, env)
 
 
 def start_floor(folder: Path) -> Running:

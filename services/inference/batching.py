@@ -16,6 +16,13 @@ alternating 1, k-1, 1, k-1 under steady load.
 Requests are split back by row counts and every tensor's first dimension is checked, so
 a caller can only get its own rows (MLServer#1306, #1911 split wrongly). An error in
 the model call fails exactly the requests of that batch.
+
+A traced request (``tracer`` given, the caller's span recording at submit) gets two
+spans in its own trace, made from recorded times once its batch is done:
+``keel.inference.queue`` (submit to the batch's start) and ``keel.inference.predict``
+(the batch's model call, with the batch's rows and requests). A batch serves requests of
+several traces, so each trace gets its own pair instead of one span in one of them. An
+untraced request costs one context lookup.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry.context import Context
+from opentelemetry.trace import Tracer
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.common.tracing import finished_span, traced_context
 from services.inference.records import Features, Outputs
 
 Predict = Callable[[Features], Outputs]
@@ -114,6 +124,8 @@ class _Request:
     features: Features
     future: asyncio.Future[Outputs]
     enqueued_ns: int
+    trace: Context | None = None  # the caller's context, when its span records
+    submitted_ns: int = 0  # wall clock (time.time_ns) at submit, when traced
 
 
 # What one model call took: (outputs per request, input ns, infer ns, output ns).
@@ -132,6 +144,7 @@ class Batcher:
         executor: Executor,
         max_queue: int = 1024,
         name: str = "model",
+        tracer: Tracer | None = None,
     ) -> None:
         if max_batch_rows < 1 or max_queue < 1 or max_delay_s < 0:
             raise InvalidArgument(
@@ -144,6 +157,7 @@ class Batcher:
         self._max_delay_ns = int(max_delay_s * 1e9)
         self._max_queue = max_queue
         self._name = name
+        self._tracer = tracer
         self._queue: deque[_Request] = deque()
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -163,6 +177,10 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         request = _Request(features, loop.create_future(), time.perf_counter_ns())
+        if self._tracer is not None:
+            request.trace = traced_context()
+            if request.trace is not None:
+                request.submitted_ns = time.time_ns()
         self._queue.append(request)
         self._wakeup.set()
         if self._worker is None or self._worker.done():
@@ -256,12 +274,16 @@ class Batcher:
 
     async def _execute(self, batch: list[_Request]) -> None:
         started = time.perf_counter_ns()
+        traced = any(request.trace is not None for request in batch)
+        wall = time.time_ns() if traced else 0
         parts = [request.features for request in batch]
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._executor, self._call, parts)
         except Exception as error:
             self._fail(batch, error)
+            if traced:
+                self._spans(batch, wall, error)
             return
         except BaseException:  # the worker was cancelled: no caller may hang
             self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
@@ -271,6 +293,40 @@ class Batcher:
         for request, outputs in zip(batch, result[0], strict=True):
             if not request.future.done():
                 request.future.set_result(outputs)
+        if traced:
+            self._spans(batch, wall)
+
+    def _spans(
+        self, batch: list[_Request], started_ns: int, error: Exception | None = None
+    ) -> None:
+        """Each traced request's queue and predict spans, in its own trace."""
+        assert self._tracer is not None
+        ended_ns = time.time_ns()
+        shared = {
+            "keel.batch.rows": sum(request.features.rows for request in batch),
+            "keel.batch.requests": len(batch),
+        }
+        for request in batch:
+            if request.trace is None:
+                continue
+            rows = {"keel.rows": request.features.rows}
+            finished_span(
+                self._tracer,
+                "keel.inference.queue",
+                parent=request.trace,
+                start_ns=request.submitted_ns,
+                end_ns=started_ns,
+                attributes=rows,
+            )
+            finished_span(
+                self._tracer,
+                "keel.inference.predict",
+                parent=request.trace,
+                start_ns=started_ns,
+                end_ns=ended_ns,
+                attributes={**shared, **rows},
+                error=error,
+            )
 
     def _fail(self, batch: list[_Request], error: Exception) -> None:
         ended = time.perf_counter_ns()

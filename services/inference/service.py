@@ -84,6 +84,7 @@ async def _serving(
             max_delay_s=settings.max_batch_delay_s,
             executor=executor,
             max_queue=settings.max_queue,
+            tracer=provider.get_tracer("keel.inference"),
         )
 
     channel = create_channel(
@@ -99,6 +100,7 @@ async def _serving(
         batcher,
         model_threads=settings.model_threads,
         fault_delays_s=settings.fault_delays_s,
+        tracer=provider.get_tracer("keel.inference"),
     )
     await server.start()
     shadows = Shadows(
@@ -107,7 +109,7 @@ async def _serving(
     metrics.register(InferenceCollector(server, shadows, prediction_log))
     stop = asyncio.Event()
     follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
-    servicer = InferenceServicer(server, sink, shadows)
+    servicer = InferenceServicer(server, sink, shadows, provider.get_tracer("keel.inference"))
     keel_servicer = KeelInferenceServicer(server)
     bindings = [
         ServiceBinding(

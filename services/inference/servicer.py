@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 
 from opentelemetry import trace
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from services.common.errors import InvalidArgument, NotFound
 from services.common.rpc import Context
+from services.common.tracing import span_if_recording
 from services.inference import convert, statistics
 from services.inference.predictions import PredictionRecord, new_prediction_id, shadow_id
 from services.inference.serving import Server
@@ -32,8 +34,15 @@ def _sticky(request: oip.ModelInferRequest, parameter: str) -> str | None:
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, server: Server, predictions: PredictionSink, shadows: Shadows) -> None:
+    def __init__(
+        self,
+        server: Server,
+        predictions: PredictionSink,
+        shadows: Shadows,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.server = server
+        self.tracer = tracer or NoOpTracer()
         self.predictions = predictions
         self.shadows = shadows
 
@@ -74,8 +83,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         sticky = _sticky(request, deployment.sticky_key_parameter if deployment else "")
         target = await self.server.target(request.model_name, request.model_version, sticky)
         version = target.version
-        tensors = convert.decode_inputs(request)
-        features = to_features(version.info.signature, tensors)
+        with span_if_recording(self.tracer, "keel.inference.validate"):
+            tensors = convert.decode_inputs(request)
+            features = to_features(version.info.signature, tensors)
         outputs = await version.batcher.submit(features)
         prediction_id = request.id or new_prediction_id()
         response = oip.ModelInferResponse(

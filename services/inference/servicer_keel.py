@@ -6,10 +6,13 @@ import asyncio
 import os
 import socket
 
+from opentelemetry.util.types import AttributeValue
+
 from keel.inference.v1 import inference_pb2 as pb
 from keel.inference.v1 import inference_pb2_grpc as pb_grpc
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.common.rpc import Context
+from services.common.tracing import span_if_recording
 from services.inference import convert_keel
 from services.inference.serving import Server
 from services.inference.validation import to_features
@@ -44,9 +47,17 @@ class KeelInferenceServicer(pb_grpc.InferenceServiceServicer):
                 f"inputs: at most {MAX_EXPLAIN_ROWS} rows per Explain, got {features.rows}"
             )
         loop = asyncio.get_running_loop()
-        explanation = await loop.run_in_executor(
-            self.server.executor, version.model.explain, features
-        )
+        traced: dict[str, AttributeValue] = {
+            "keel.model": version.info.model,
+            "keel.version": version.info.version,
+            "keel.rows": features.rows,
+        }
+        with span_if_recording(self.server.tracer, "keel.inference.explain", traced) as span:
+            explanation = await loop.run_in_executor(
+                self.server.executor, version.model.explain, features
+            )
+            if span is not None:
+                span.set_attribute("keel.explain.method", explanation.method)
         variant = request.variant or (target.variant if deployment is not None else "")
         return convert_keel.explain_response(request, version, variant, explanation, signature)
 

@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
+from opentelemetry.trace import NoOpTracer, Tracer
+from opentelemetry.util.types import AttributeValue
+
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.inference.batching import Batcher, Predict
 from services.inference.cache import LocalCache
@@ -91,8 +94,10 @@ class Server:
         *,
         model_threads: int = 1,
         fault_delays_s: Mapping[str, float] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.upstream = upstream
+        self.tracer = tracer or NoOpTracer()
         self.model_threads = model_threads
         self.cache = cache
         self.executor = executor
@@ -121,6 +126,18 @@ class Server:
         return await asyncio.shield(task)
 
     async def _load(self, model: str, version: int) -> LoadedVersion:
+        """Load in a ``keel.inference.load`` span: a child of the request that asked for
+        the version (the task runs in a copy of its context), with the registry calls
+        (version, artifact download) inside it; a root span for a routing change."""
+        attributes: dict[str, AttributeValue] = {"keel.model": model, "keel.version": version}
+        with self.tracer.start_as_current_span(
+            "keel.inference.load", attributes=attributes
+        ) as span:
+            loaded = await self._fetch_and_load(model, version)
+            span.set_attribute("keel.source", loaded.source)
+            return loaded
+
+    async def _fetch_and_load(self, model: str, version: int) -> LoadedVersion:
         key = (model, version)
         try:
             info = self.known.get(key)

@@ -1,7 +1,8 @@
 """A batch decoded and counted before its transaction, in a thread of its own: the
 counting (numpy) of one batch then overlaps with the database work (SQLite releases the
 GIL) of the batches before it. Counted as if every row were new; the rare batch whose
-ids turn out to be partly known is counted again for its new rows only."""
+ids turn out to be partly known is counted again for its new rows only. A traced batch's
+distinct (trace id, span id) pairs are picked out here too, off the event loop."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.errors import DomainError
+from services.common.tracing import distinct_spans
 from services.monitor.accumulate import Rows, count_predictions
 from services.monitor.aggregates import State
 from services.monitor.batches import DecodedBatch, decode
@@ -26,6 +28,7 @@ class Counted:
     decoded: DecodedBatch | None
     error: DomainError | None = None
     deltas: dict[int, tuple[State, int]] = field(default_factory=dict)  # start -> counts, rows
+    spans: list[tuple[int, int]] = field(default_factory=list)  # distinct traced requests
 
 
 def count_rows(
@@ -52,12 +55,19 @@ def count_rows(
 
 
 def count_batch(
-    batch: ingest_pb2.PredictionBatch, reference: ModelReference, bucket_s: int
+    batch: ingest_pb2.PredictionBatch,
+    reference: ModelReference,
+    bucket_s: int,
+    span_limit: int = 0,
 ) -> Counted:
+    """Decode and count ``batch``; with ``span_limit``, also up to that many of its rows'
+    distinct (trace id, span id) pairs (none are looked for at 0)."""
     try:
         decoded = decode(batch, reference)
     except DomainError as error:
         return Counted(None, error)
-    return Counted(
-        decoded, None, count_rows(reference, decoded.rows, decoded.times, bucket_s, decoded.unseen)
-    )
+    deltas = count_rows(reference, decoded.rows, decoded.times, bucket_s, decoded.unseen)
+    spans = []
+    if span_limit and batch.trace_ids:
+        spans = distinct_spans(batch.trace_ids, batch.span_ids, decoded.row_count, span_limit)
+    return Counted(decoded, None, deltas, spans)

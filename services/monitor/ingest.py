@@ -4,7 +4,12 @@ join window.
 
 Batches waiting when the writer is free are applied in one transaction (group commit):
 each touched bucket is read and written once per group, and the group pays for one
-commit. Decoding and counting run in the database thread, off the event loop.
+commit. Decoding and counting run in a thread of their own, off the event loop.
+
+Traced (the call's span records): the group's transaction is a ``keel.monitor.db`` span,
+and each applied batch puts a ``keel.monitor.record`` span (received → committed) into
+the trace of every request its rows came from, as the child of the span that made the
+prediction (the batch's ``trace_ids``/``span_ids``), linked to the batch's call here.
 """
 
 from __future__ import annotations
@@ -15,17 +20,28 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanContext, Tracer
+from opentelemetry.util.types import AttributeValue
 from sqlalchemy import Connection, delete, insert, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.db import Database
 from services.common.errors import DomainError, Unavailable
+from services.common.tracing import (
+    NO_SPAN,
+    shared_span,
+    spans_in_remote_traces,
+    traced_context,
+)
 from services.monitor import columns
 from services.monitor.aggregates import State
 from services.monitor.batches import DecodedBatch, invalid
@@ -37,6 +53,9 @@ from services.monitor.references import References
 from services.monitor.tables import IDS, PRODUCERS, SEGMENTS
 
 GROUP_LIMIT = 64
+# keel.monitor.record spans per batch at most: a batch of 10,000 single-row requests of
+# 10,000 traces costs bounded work (the first requests of the batch are recorded).
+RECORD_SPANS_PER_BATCH = 256
 log = logging.getLogger(__name__)
 
 APPLIED = "APPLIED"
@@ -58,6 +77,8 @@ class _Item:
     reference: ModelReference
     done: asyncio.Future[BatchResult]
     counted: asyncio.Future[Counted]
+    trace: Context | None = None  # the call that sent the batch, when its span records
+    received_ns: int = 0  # wall clock, when traced
 
 
 class Ingestor:
@@ -67,8 +88,10 @@ class Ingestor:
         references: References,
         keeping: Keeping,
         on_applied: Callable[[str], None] = lambda model: None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._db = db
+        self._tracer = tracer
         self._references = references
         self._bucket_s = keeping.bucket_s
         self._join_window_ns = keeping.join_window_ns
@@ -100,8 +123,13 @@ class Ingestor:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[BatchResult] = loop.create_future()
         done.add_done_callback(lambda _: self._on_applied(reference.model))
-        counted = loop.run_in_executor(self._counter, count_batch, batch, reference, self._bucket_s)
-        self._queue.append(_Item(batch, reference, done, counted))
+        traced = traced_context() if self._tracer is not None else None
+        limit = RECORD_SPANS_PER_BATCH if traced is not None and batch.trace_ids else 0
+        counted = loop.run_in_executor(
+            self._counter, count_batch, batch, reference, self._bucket_s, limit
+        )
+        item = _Item(batch, reference, done, counted, traced, time.time_ns() if traced else 0)
+        self._queue.append(item)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         return done
@@ -109,10 +137,13 @@ class Ingestor:
     async def _drain(self) -> None:
         while self._queue:
             group, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
+            commit: SpanContext | None = None
             try:
                 counted = [await item.counted for item in group]
                 work = partial(self._apply_group, group=group, counted=counted)
-                outcomes = await self._db.write(work)
+                with self._db_span(group, counted) as span:
+                    outcomes = await self._db.write(work)
+                commit = None if span is None else span.get_span_context()
             except DomainError as error:
                 outcomes = [error] * len(group)
             except Exception:  # noqa: BLE001 - the store failed: every batch may be resent
@@ -126,6 +157,56 @@ class Ingestor:
                     item.done.set_exception(outcome)
                 else:
                     item.done.set_result(outcome)
+            if commit is not None:
+                self._record_spans(group, counted, outcomes, commit)
+
+    def _db_span(
+        self, group: list[_Item], counted: list[Counted]
+    ) -> AbstractContextManager[Span | None]:
+        calls = [item.trace for item in group]
+        if self._tracer is None or all(call is None for call in calls):
+            return NO_SPAN
+        attributes: dict[str, AttributeValue] = {
+            "db.system": self._db.dialect,
+            "db.operation": "apply_prediction_batches",
+            "keel.batches": len(group),
+            "keel.rows": sum(c.decoded.row_count for c in counted if c.decoded is not None),
+        }
+        return shared_span(self._tracer, "keel.monitor.db", calls, attributes)
+
+    def _record_spans(
+        self,
+        group: list[_Item],
+        counted: list[Counted],
+        outcomes: list[BatchResult | DomainError],
+        commit: SpanContext,
+    ) -> None:
+        """Each applied traced batch in the traces of the requests its rows came from."""
+        assert self._tracer is not None
+        committed_ns = time.time_ns()
+        for item, result, outcome in zip(group, counted, outcomes, strict=True):
+            if not result.spans or not isinstance(outcome, BatchResult):
+                continue
+            if outcome.outcome != APPLIED or item.trace is None:
+                continue
+            batch = item.batch
+            call = trace.get_current_span(item.trace).get_span_context()
+            spans_in_remote_traces(
+                self._tracer,
+                "keel.monitor.record",
+                result.spans,
+                start_ns=item.received_ns,
+                end_ns=committed_ns,
+                attributes={
+                    "keel.model": item.reference.model,
+                    "keel.version": item.reference.version,
+                    "keel.variant": batch.variant,
+                    "keel.rows": batch.row_count,
+                    "keel.producer": batch.producer_id,
+                    "keel.sequence": batch.sequence,
+                },
+                links=[Link(call), Link(commit)],
+            )
 
     def _apply_group(
         self, connection: Connection, group: list[_Item], counted: list[Counted]

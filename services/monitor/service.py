@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from keel.monitor.v1 import monitor_pb2, monitor_pb2_grpc
@@ -66,7 +67,9 @@ def source_id(settings: MonitorSettings, url: str) -> str:
 
 
 def build_monitor(
-    settings: MonitorSettings, registry: registry_pb2_grpc.RegistryServiceAsyncStub
+    settings: MonitorSettings,
+    registry: registry_pb2_grpc.RegistryServiceAsyncStub,
+    tracer: Tracer | None = None,
 ) -> Monitor:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.database("monitor.db")
@@ -87,7 +90,7 @@ def build_monitor(
     )
     keeping = Keeping(settings.bucket_s, settings.join_window_s, settings.max_batch_rows)
     servicer = MonitorServicer(
-        Ingestor(db, references, keeping, alerting.notify),
+        Ingestor(db, references, keeping, alerting.notify, tracer),
         Feedback(db, references, keeping, alerting.notify),
         Reports(aggregates),
         Predictions(db),
@@ -105,7 +108,11 @@ async def open_monitor(
     channel = create_channel(
         settings.registry_address, tracer_provider=provider, services=[REGISTRY_SERVICE]
     )
-    monitor = build_monitor(settings, registry_pb2_grpc.RegistryServiceStub(channel))
+    monitor = build_monitor(
+        settings,
+        registry_pb2_grpc.RegistryServiceStub(channel),
+        provider.get_tracer("keel.monitor"),
+    )
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: monitor_pb2_grpc.add_MonitorServiceServicer_to_server(

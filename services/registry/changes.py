@@ -87,8 +87,8 @@ class Changes:
         entries = entries[:limit]
         return entries, Cursor("", entries[-1].sequence, digest) if more else None
 
-    async def latest(self) -> int:
-        return await self.core.read(lambda store: store.latest_sequence())
+    async def latest(self, *, traced: bool = True) -> int:
+        return await self.core.read(lambda store: store.latest_sequence(), traced=traced)
 
     async def watch(
         self,
@@ -104,13 +104,16 @@ class Changes:
             where.append(CHANGES.c.model.in_(list(models)))
         if types:
             where.append(CHANGES.c.type.in_(list(types)))
-        latest = await self.latest()
+        # A stream's reads are not traced: its span lasts as long as the subscriber stays.
+        latest = await self.latest(traced=False)
         yield Heartbeat(latest, now_us())
         seen = latest if after is None else after
         quiet_since = time.monotonic()
         while True:
             mark = self.core.hub.latest  # commits here after this wake the wait below
-            rows = await self.core.read(functools.partial(_changes_after, seen, where))
+            rows = await self.core.read(
+                functools.partial(_changes_after, seen, where), traced=False
+            )
             for row in rows:
                 yield _entry(row)
             if rows:
@@ -119,6 +122,6 @@ class Changes:
                 if len(rows) == BATCH:
                     continue
             if time.monotonic() - quiet_since >= heartbeat_s:
-                yield Heartbeat(await self.latest(), now_us())
+                yield Heartbeat(await self.latest(traced=False), now_us())
                 quiet_since = time.monotonic()
             await self.core.hub.wait(mark, min(self.core.hub.poll_s, heartbeat_s))

@@ -1,16 +1,24 @@
 """What every registry use case shares: the database, the artifact store, the change
-hub, name checks, paging and the unit-of-work runner that wakes watchers."""
+hub, name checks, paging and the unit-of-work runner that wakes watchers.
+
+Each unit of work of a traced call is one ``keel.registry.db`` span (``db.system``,
+``db.operation`` = the use case whose work it is, e.g. ``Models.create_model``): one per
+transaction, not per statement."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import NoOpTracer, Tracer
 from sqlalchemy import Connection
 
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.common.events import SequenceHub
+from services.common.tracing import NO_SPAN
 from services.registry.artifacts import ArtifactStore
 from services.registry.records import NAME_PATTERN, ModelRecord
 from services.registry.store import ChangeEncoder, Store
@@ -61,12 +69,18 @@ class Core:
     """The registry's shared dependencies."""
 
     def __init__(
-        self, db: Database, artifacts: ArtifactStore, encode: ChangeEncoder, hub: SequenceHub
+        self,
+        db: Database,
+        artifacts: ArtifactStore,
+        encode: ChangeEncoder,
+        hub: SequenceHub,
+        tracer: Tracer | None = None,
     ) -> None:
         self.db = db
         self.artifacts = artifacts
         self.encode = encode
         self.hub = hub
+        self.tracer = tracer or NoOpTracer()
 
     async def write(self, work: Callable[[Store], T]) -> T:
         """Run ``work`` in one write transaction, then wake event subscribers."""
@@ -75,13 +89,34 @@ class Core:
             store = Store(connection, self.encode)
             return work(store), store.last_sequence
 
-        result, latest = await self.db.write(unit)
+        with self._span(work):
+            result, latest = await self.db.write(unit)
         if latest:
             await self.hub.committed(latest)
         return result
 
-    async def read(self, work: Callable[[Store], T]) -> T:
-        return await self.db.read(lambda connection: work(Store(connection)))
+    async def read(self, work: Callable[[Store], T], *, traced: bool = True) -> T:
+        """Run ``work`` in one read; ``traced=False`` for a stream's polling reads, which
+        would add a span every poll to a stream's span that lasts for hours."""
+        if not traced:
+            return await self.db.read(lambda connection: work(Store(connection)))
+        with self._span(work):
+            return await self.db.read(lambda connection: work(Store(connection)))
+
+    def _span(self, work: Callable[..., Any]) -> AbstractContextManager[object]:
+        if not trace.get_current_span().is_recording():
+            return NO_SPAN
+        attributes = {"db.system": self.db.dialect, "db.operation": operation_name(work)}
+        return self.tracer.start_as_current_span("keel.registry.db", attributes=attributes)
+
+
+def operation_name(work: Callable[..., Any]) -> str:
+    """The use case a unit of work belongs to: ``Models.create_model`` for a function
+    defined in that method (``Models.create_model.<locals>.work``), or a partial's
+    function."""
+    function = getattr(work, "func", work)
+    name = getattr(function, "__qualname__", type(function).__name__)
+    return str(name).split(".<locals>", 1)[0]
 
 
 def require_model(store: Store, name: str, *, lock: bool = False) -> ModelRecord:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from keel.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -35,7 +36,7 @@ def build_servicer(core: Core) -> RegistryServicer:
     )
 
 
-def open_core(settings: RegistrySettings) -> Core:
+def open_core(settings: RegistrySettings, tracer: Tracer | None = None) -> Core:
     """Database (migrated to the newest schema) and artifact store from settings."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database("registry.db"))
@@ -43,7 +44,11 @@ def open_core(settings: RegistrySettings) -> Core:
     root = settings.artifact_root or str(Path(settings.data_dir, "artifacts").resolve())
     artifacts = ArtifactStore(root, settings.max_artifact_bytes)
     return Core(
-        Database(engine), artifacts, convert.encode_change, SequenceHub(settings.event_poll_s)
+        Database(engine),
+        artifacts,
+        convert.encode_change,
+        SequenceHub(settings.event_poll_s),
+        tracer,
     )
 
 
@@ -51,7 +56,7 @@ def open_core(settings: RegistrySettings) -> Core:
 async def open_registry(
     settings: RegistrySettings, provider: TracerProvider, metrics: CollectorRegistry
 ) -> AsyncIterator[ServerDeps]:
-    core = open_core(settings)
+    core = open_core(settings, provider.get_tracer("keel.registry"))
     servicer = build_servicer(core)
     binding = ServiceBinding(
         SERVICE_NAME,

@@ -41,7 +41,7 @@ class Uploads:
             store.insert_artifact(record)
             return record, True
 
-        saved, created = await self.core.db.write(lambda c: work(Store(c)))
+        saved, created = await self.core.write(work)
         return saved, created and stored.created
 
     async def inspected(self, sha256: str) -> ArtifactRecord | None:
@@ -63,10 +63,10 @@ class Uploads:
         try:
             inspection = inspection_to_dict(await asyncio.to_thread(inspect_artifact, data))
         except InvalidArgument:
-            await self.core.db.write(lambda c: Store(c).delete_artifact(sha256))
+            await self.core.write(lambda store: store.delete_artifact(sha256))
             self.core.artifacts.delete(sha256)
             raise
-        await self.core.db.write(lambda c: Store(c).set_inspection(sha256, inspection))
+        await self.core.write(lambda store: store.set_inspection(sha256, inspection))
         self._remember(sha256)
         return dataclasses.replace(found, inspection=inspection)
 

@@ -37,7 +37,11 @@ class Monitor:
 
 @asynccontextmanager
 async def running_monitor(
-    registry_address: str, database_url: str, data_dir: Path, **overrides: Any
+    registry_address: str,
+    database_url: str,
+    data_dir: Path,
+    provider: TracerProvider | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Monitor]:
     defaults: dict[str, Any] = {"port": 0, "event_poll_s": 0.05, "guard_refresh_s": 0.2}
     settings = MonitorSettings(
@@ -47,7 +51,7 @@ async def running_monitor(
         registry_address=registry_address,
         **{**defaults, **overrides},
     )
-    provider = TracerProvider()
+    provider = provider or TracerProvider()
     async with open_monitor(settings, provider, CollectorRegistry()) as deps:
         server, port = build_server(settings, tracer_provider=provider, deps=deps)
         await server.start()

@@ -183,8 +183,13 @@ class Client:
 
 @asynccontextmanager
 async def running_registry(
-    database_url: str, data_dir: Path, artifact_root: str = ""
+    database_url: str,
+    data_dir: Path,
+    artifact_root: str = "",
+    provider: TracerProvider | None = None,
 ) -> AsyncIterator[tuple[Client, int]]:
+    """A registry on port 0; ``provider`` records its spans (none by default)."""
+    provider = provider or TracerProvider()
     settings = RegistrySettings(
         port=0,
         metrics_port=None,
@@ -193,8 +198,8 @@ async def running_registry(
         artifact_root=artifact_root,
         event_poll_s=0.05,
     )
-    async with open_registry(settings, TracerProvider(), CollectorRegistry()) as deps:
-        server, port = build_server(settings, tracer_provider=TracerProvider(), deps=deps)
+    async with open_registry(settings, provider, CollectorRegistry()) as deps:
+        server, port = build_server(settings, tracer_provider=provider, deps=deps)
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from typing import Any
 
@@ -36,10 +37,15 @@ _BATCH_FIELD = (2 << 3) | 2  # LogPredictionsRequest.batch, length-delimited
 _SEQUENCE_FIELD = (2 << 3) | 0  # PredictionBatch.sequence, varint
 
 
+def sequenced(payload: bytes, sequence: int) -> bytes:
+    """A serialized batch with its ``sequence`` set (a field appended to a message
+    overrides an earlier value)."""
+    return payload + bytes([_SEQUENCE_FIELD]) + _varint(sequence)
+
+
 def batch_request(payload: bytes, sequence: int) -> bytes:
-    """The serialized ``LogPredictionsRequest(batch=…)`` for a serialized batch, with its
-    ``sequence`` set (a field appended to a message overrides an earlier value)."""
-    batch = payload + bytes([_SEQUENCE_FIELD]) + _varint(sequence)
+    """The serialized ``LogPredictionsRequest(batch=…)`` for a serialized batch."""
+    batch = sequenced(payload, sequence)
     return bytes([_BATCH_FIELD]) + _varint(len(batch)) + batch
 
 
@@ -62,29 +68,20 @@ class StreamEnded(Exception):
     """The monitor ended the stream, or answered out of turn."""
 
 
-class Delivery:
-    """Streams the spool to the monitor until stopped."""
+class Sender(ABC):
+    """Sends the spool to the monitor until stopped, over one transport: reopens the
+    transport with a growing pause when it fails, forgets each batch once it is safe."""
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
         spool: Spool,
         producer_id: str,
         *,
-        description: str = "",
         retry_s: float = 0.5,
         max_retry_s: float = 5.0,
     ) -> None:
-        self._open: grpc.aio.StreamStreamMultiCallable[bytes, pb.LogPredictionsResponse] = (
-            channel.stream_stream(
-                METHOD,
-                request_serializer=_identity,
-                response_deserializer=pb.LogPredictionsResponse.FromString,
-            )
-        )
         self.spool = spool
         self.producer_id = producer_id
-        self._description = description
         self._retry_s = retry_s
         self._max_retry_s = max_retry_s
         self._more = asyncio.Event()
@@ -93,6 +90,16 @@ class Delivery:
         self.duplicate_rows = 0
         self.rejected_batches = 0
         self.rejected_rows = 0
+
+    # Errors that mean "the other end is gone for now", worded by ``describe``.
+    unreachable: tuple[type[BaseException], ...] = ()
+
+    @abstractmethod
+    async def _session(self) -> None:
+        """Send until the transport fails (raise); never returns normally."""
+
+    def describe(self, error: BaseException) -> str:
+        return str(error) or type(error).__name__
 
     def wake(self) -> None:
         """New batches are in the spool."""
@@ -107,13 +114,13 @@ class Delivery:
                 pause, failures = self._retry_s, 0
             except asyncio.CancelledError:
                 raise
-            except (grpc.aio.AioRpcError, StreamEnded, asyncio.InvalidStateError) as error:
+            except self.unreachable as error:
                 failures += 1
                 if self.connected or failures == 1:
                     log.warning(
                         "prediction log: monitor unreachable (%s); %d batches (%d predictions) "
                         "kept in the spool, retrying",
-                        _describe(error),
+                        self.describe(error),
                         self.spool.pending_batches,
                         self.spool.pending_rows,
                     )
@@ -132,6 +139,37 @@ class Delivery:
         while self.spool.pending_batches and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
         return not self.spool.pending_batches
+
+
+class Delivery(Sender):
+    """The monitor's ``LogPredictions`` stream."""
+
+    unreachable = (grpc.aio.AioRpcError, StreamEnded, asyncio.InvalidStateError)
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        spool: Spool,
+        producer_id: str,
+        *,
+        description: str = "",
+        retry_s: float = 0.5,
+        max_retry_s: float = 5.0,
+    ) -> None:
+        super().__init__(spool, producer_id, retry_s=retry_s, max_retry_s=max_retry_s)
+        self._open: grpc.aio.StreamStreamMultiCallable[bytes, pb.LogPredictionsResponse] = (
+            channel.stream_stream(
+                METHOD,
+                request_serializer=_identity,
+                response_deserializer=pb.LogPredictionsResponse.FromString,
+            )
+        )
+        self._description = description
+
+    def describe(self, error: BaseException) -> str:
+        if isinstance(error, grpc.aio.AioRpcError):
+            return f"{error.code().name}: {error.details()}"
+        return super().describe(error)
 
     async def _session(self) -> None:
         call: Call = self._open(None)
@@ -251,9 +289,3 @@ async def _first(waited: Coroutine[Any, Any, object], receiving: asyncio.Task[No
     task = asyncio.ensure_future(waited)
     await asyncio.wait({task, receiving}, return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    return str(error)

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.common.channels import create_channel
+from services.common.jetstream import StreamNames
 from services.inference import delivery
-from services.inference.delivery import Delivery
+from services.inference.delivery import Delivery, Sender
+from services.inference.jetstream_delivery import JetStreamDelivery
 from services.inference.settings import InferenceSettings
 from services.inference.shipping import Shipper
 from services.inference.spool import Spool, claim_directory, producer_id
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 class PredictionLog:
     shipper: Shipper
     spool: Spool
-    delivery: Delivery
+    delivery: Sender
 
 
 def pii_key(settings: InferenceSettings) -> bytes:
@@ -67,19 +69,27 @@ async def open_prediction_log(
         sync=settings.prediction_log_spool_sync,
     )
     producer = producer_id(directory)
-    channel = create_channel(
-        settings.monitor_address,
-        tracer_provider=provider,
-        services=[delivery.SERVICE],
-        streaming_methods=delivery.STREAMS,
-    )
-    sender = Delivery(
-        channel,
-        spool,
-        producer,
-        description=f"keel-inference on {socket.gethostname()} pid {os.getpid()}",
-        retry_s=settings.prediction_log_retry_s,
-    )
+    channel = None
+    sender: Sender
+    if settings.prediction_log_transport == "nats":
+        names = StreamNames(settings.nats_stream, settings.nats_subject)
+        sender = JetStreamDelivery(
+            settings.nats_url, names, spool, producer, retry_s=settings.prediction_log_retry_s
+        )
+    else:
+        channel = create_channel(
+            settings.monitor_address,
+            tracer_provider=provider,
+            services=[delivery.SERVICE],
+            streaming_methods=delivery.STREAMS,
+        )
+        sender = Delivery(
+            channel,
+            spool,
+            producer,
+            description=f"keel-inference on {socket.gethostname()} pid {os.getpid()}",
+            retry_s=settings.prediction_log_retry_s,
+        )
     shipper = Shipper(
         spool,
         producer,
@@ -110,6 +120,7 @@ async def open_prediction_log(
         tasks[1].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tasks[1]
-        await channel.close(None)
+        if channel is not None:
+            await channel.close(None)
         spool.close()
         claim.release()

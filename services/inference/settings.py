@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.common.jetstream import DEFAULT_STREAM, DEFAULT_SUBJECT
 from services.common.settings import MIB, ServerSettings
 
 
@@ -29,6 +32,14 @@ class InferenceSettings(ServerSettings):
         default="127.0.0.1:50053",
         description="host:port of the monitor receiving prediction logs; empty: no prediction log.",
     )
+    prediction_log_transport: Literal["grpc", "nats"] = Field(
+        default="grpc",
+        description="grpc: the monitor's LogPredictions stream (monitor_address); nats: publish "
+        "to a NATS JetStream stream that monitors consume (nats_url).",
+    )
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
+    nats_stream: str = Field(default=DEFAULT_STREAM, description="JetStream stream name.")
+    nats_subject: str = Field(default=DEFAULT_SUBJECT, description="Subject batches go to.")
     prediction_log_batch_rows: int = Field(
         default=1000, ge=1, description="Rows per prediction-log batch sent to the monitor."
     )

@@ -20,6 +20,7 @@ from keel.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from keel.registry.v1 import registry_pb2_grpc
 from services.common.channels import create_channel
 from services.common.db import Database, make_engine, upgrade
+from services.common.jetstream import StreamNames
 from services.common.server import ServerDeps, ServiceBinding
 from services.common.service import ServiceSpec
 from services.monitor.actions import RegistryCanaries
@@ -29,6 +30,7 @@ from services.monitor.exchange import Exchange
 from services.monitor.feedback import Keeping
 from services.monitor.guards import DeploymentGuards
 from services.monitor.ingest import Ingestor, expire
+from services.monitor.jetstream_consumer import JetStreamConsumer
 from services.monitor.labels import Feedback
 from services.monitor.predictions import Predictions
 from services.monitor.references import References
@@ -122,9 +124,20 @@ async def open_monitor(
     monitor.guards.start()
     await monitor.alerting.start()
     expiry = asyncio.create_task(monitor.expire_forever())
+    consuming = asyncio.Event()
+    consumer = None
+    if settings.nats_url:
+        names = StreamNames(settings.nats_stream, settings.nats_subject)
+        reader = JetStreamConsumer(
+            settings.nats_url, names, settings.nats_durable, monitor.servicer.ingestor
+        )
+        consumer = asyncio.create_task(reader.run(consuming))
     try:
         yield ServerDeps("monitor", [binding], metrics)
     finally:
+        consuming.set()
+        if consumer is not None:
+            await consumer
         expiry.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await expiry

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.common.jetstream import DEFAULT_STREAM, DEFAULT_SUBJECT
 from services.common.settings import DatabaseSettings
 
 DAY_S = 86_400
@@ -16,6 +17,15 @@ class MonitorSettings(DatabaseSettings):
     port: int = Field(default=50053, ge=0, le=65535)
     metrics_port: int | None = Field(default=9103, ge=0, le=65535)
     registry_address: str = Field(default="127.0.0.1:50051", description="host:port.")
+    nats_url: str = Field(
+        default="",
+        description="NATS server URL to consume prediction logs from (JetStream); empty: off.",
+    )
+    nats_stream: str = Field(default=DEFAULT_STREAM, description="JetStream stream name.")
+    nats_subject: str = Field(default=DEFAULT_SUBJECT, description="Subject of the batches.")
+    nats_durable: str = Field(
+        default="keel-monitor", description="Durable consumer shared by the monitor replicas."
+    )
     instance_id: str = Field(
         default="",
         description="Source id of this monitor's aggregates in exports; replicas sharing a "

@@ -10,14 +10,14 @@ BUF := node_modules/.bin/buf
 PYTEST := $(PY) -m pytest
 TYPED := services clients/python/keel tools tests
 
-.PHONY: help run test check lint format protos bench unit integration e2e load faults fuzz clean
+.PHONY: help run test check lint format protos ts bench unit integration e2e load faults fuzz clean
 
 help:
 	@echo "make run     set up and start the suite (keel up) with a demo model"
 	@echo "make test    set up and run every tier: lint, types, buf, unit, integration, e2e, load, faults, fuzz"
 	@echo "make check   the quick loop: lint + unit + integration"
 	@echo "make lint    ruff, ruff format --check, mypy --strict, stale stubs, buf lint/format/breaking"
-	@echo "make protos  regenerate the Python stubs in clients/python from protos/"
+	@echo "make protos  regenerate the Python and TypeScript stubs (clients/) from protos/"
 	@echo "make bench   print benchmark figures and ratios"
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
@@ -42,7 +42,18 @@ node_modules/.installed: package.json package-lock.json
 venv: $(VENV)/.installed
 tools-js: node_modules/.installed
 
-protos: $(VENV)/.installed
+# The TypeScript stubs and the Node interop program, compiled (and type-checked) once;
+# dist/ is rebuilt whole so that a deleted source leaves nothing behind.
+TS := clients/typescript
+$(TS)/dist/.built: node_modules/.installed $(TS)/tsconfig.json $(TS)/package.json \
+		$(shell find $(TS)/src $(TS)/test -name '*.ts' 2>/dev/null)
+	rm -rf $(TS)/dist
+	node_modules/.bin/tsc -p $(TS)
+	touch $@
+
+ts: $(TS)/dist/.built
+
+protos: $(VENV)/.installed node_modules/.installed
 	$(PY) tools/protos.py
 
 lint: $(VENV)/.installed node_modules/.installed
@@ -59,7 +70,7 @@ format: $(VENV)/.installed node_modules/.installed
 	$(BIN)/ruff format .
 	$(BUF) format -w
 
-TEST_SETUP := $(VENV)/.installed node_modules/.installed $(COMPAT)/.installed
+TEST_SETUP := $(VENV)/.installed node_modules/.installed $(COMPAT)/.installed $(TS)/dist/.built
 
 unit integration e2e load faults fuzz: $(TEST_SETUP)
 	$(PYTEST) -m $@
@@ -89,4 +100,4 @@ bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(COMPAT) $(BENCH_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(COMPAT) $(BENCH_VENV) node_modules $(TS)/dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -10,7 +10,7 @@ BUF := node_modules/.bin/buf
 PYTEST := $(PY) -m pytest
 TYPED := services clients/python/keel tools tests
 
-.PHONY: help run test check lint format protos ts bench unit integration e2e load faults fuzz clean
+.PHONY: help run test check lint format protos ts bench unit integration e2e load faults fuzz clean soak
 
 help:
 	@echo "make run     set up and start the suite (keel up) with a demo model"
@@ -98,6 +98,13 @@ $(BENCH_VENV)/.installed: Makefile
 
 bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(PY) -m bench
+
+# The CI load test's scenario (tests/load/test_ci_load.py) for 30 minutes (KEEL_LOAD_DURATION_S
+# overrides), on the PostgreSQL .ci/run uses unless KEEL_TEST_DATABASE_URL says otherwise.
+soak: $(VENV)/.installed
+	KEEL_LOAD_DURATION_S=$${KEEL_LOAD_DURATION_S:-1800} \
+	KEEL_TEST_DATABASE_URL=$${KEEL_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
+		$(PYTEST) -m load tests/load/test_ci_load.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT) $(BENCH_VENV) node_modules $(TS)/dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

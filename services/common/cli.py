@@ -134,13 +134,20 @@ def up(
 
 
 async def _demo(listening: Mapping[str, Listening]) -> None:
-    from services.registry.demo import load_demo
+    """Register the demo model, then let it play traffic in the background."""
+    from services.demo import Demo
 
+    def say(message: str) -> None:
+        print(f"keel: {message}", flush=True)
+
+    if not {"registry", "inference", "monitor"} <= set(listening):
+        say("demo skipped: it needs the registry, inference and monitor")
+        return
+    demo = Demo(*(listening[name].address for name in ("registry", "inference", "monitor")))
     try:
-        message = await asyncio.to_thread(load_demo, listening["registry"].address)
+        await asyncio.to_thread(demo.start, say)
     except Exception as error:  # noqa: BLE001 - the suite keeps running without a demo
-        message = f"demo model not loaded: {error}"
-    print(f"keel: {message}", flush=True)
+        say(f"demo model not loaded: {error}")
 
 
 def _peer_addresses(started: Any) -> dict[str, str]:

@@ -130,6 +130,26 @@ def _whole(metrics: Sequence[metric_pb2.Metric]) -> dict[str, float]:
     return {m.name: m.value for m in metrics if not m.group}
 
 
+# Fairness disparities, worst first: a ratio is worst at its smallest, a difference at
+# its largest.
+_DISPARITIES = {
+    "demographic_parity_ratio": min,
+    "demographic_parity_difference": max,
+    "equalized_odds_difference": max,
+}
+
+
+def _worst_disparity(metrics: Sequence[metric_pb2.Metric]) -> dict[str, float]:
+    """Each disparity metric at its worst over the protected features (one value per
+    feature), so that an objective such as ``demographic_parity_ratio >= 0.8`` holds for
+    every protected feature or fails."""
+    found: dict[str, list[float]] = {}
+    for metric in metrics:
+        if metric.name in _DISPARITIES:
+            found.setdefault(metric.name, []).append(metric.value)
+    return {name: _DISPARITIES[name](values) for name, values in found.items()}
+
+
 def version_record(message: model_pb2.ModelVersion, model: str, request_id: str) -> VersionRecord:
     flavor = _enum_name(model_pb2.Flavor, message.flavor, "FLAVOR_")
     if flavor == "UNSPECIFIED":
@@ -172,7 +192,7 @@ def version_record(message: model_pb2.ModelVersion, model: str, request_id: str)
         sha256=message.artifact.sha256,
         description=message.description,
         tags=dict(message.tags),
-        metrics=_whole(message.evaluation_metrics),
+        metrics=_whole(message.evaluation_metrics) | _worst_disparity(message.fairness_metrics),
         training_metrics=_whole(message.training_metrics),
         cv_metrics=_whole(message.cross_validation.metrics),
         inputs=tuple(inputs),

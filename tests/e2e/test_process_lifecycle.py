@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from keel.monitor.v1 import monitor_pb2, monitor_pb2_grpc, reports_pb2
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from keel.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -128,9 +129,9 @@ def test_supervisor_stops_the_others_when_one_child_dies(tmp_path: Path) -> None
     assert "broken exited with code 7 before it was ready" in out.getvalue()
 
 
-def test_keel_up_starts_the_built_services_with_a_demo_model_and_stops_on_sigint(
-    tmp_path: Path,
-) -> None:
+def test_keel_up_demo_plays_the_lifecycle_and_stops_on_sigint(tmp_path: Path) -> None:
+    """``make run``'s demo: registered through the gates, traffic answered by inference,
+    logged to the monitor (drift in the second half), labels joined; then Ctrl-C."""
     argv = [sys.executable, "-m", "keel", "up", "--data-dir", str(tmp_path), "--demo"]
     argv += ["--registry-port", "0", "--inference-port", "0", "--monitor-port", "0"]
     proc = subprocess.Popen(
@@ -141,41 +142,40 @@ def test_keel_up_starts_the_built_services_with_a_demo_model_and_stops_on_sigint
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line.rstrip())
-            if "demo model" in line:
+            if "demo: done" in line or "demo: traffic stopped" in line or "not loaded" in line:
                 break
         listening = read_ready_file(tmp_path / "run" / "registry.json")
         with grpc.insecure_channel(listening.address) as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             resolved = stub.ResolveAlias(
-                registry_pb2.ResolveAliasRequest(reference="demo-churn@production"), timeout=10
+                registry_pb2.ResolveAliasRequest(reference="credit-risk@production"), timeout=10
             )
-        served = read_ready_file(tmp_path / "run" / "inference.json")
-        with grpc.insecure_channel(served.address) as channel:
-            infer = oip_grpc.GRPCInferenceServiceStub(channel)
-            request = oip.ModelInferRequest(model_name="demo-churn")
-            request.inputs.add(name="features", datatype="FP32", shape=[2, 6])
-            request.raw_input_contents.append(bytes(4 * 12))
-            for _ in range(100):  # the inference service loads the demo when it is promoted
-                try:
-                    answer = infer.ModelInfer(request, timeout=10)
+        watched = read_ready_file(tmp_path / "run" / "monitor.json")
+        with grpc.insecure_channel(watched.address) as channel:
+            monitor = monitor_pb2_grpc.MonitorServiceStub(channel)
+            scope = reports_pb2.ReportScope(model="models/credit-risk")
+            for _ in range(100):  # the labels of the second half were just sent
+                performance = monitor.ComputePerformance(
+                    monitor_pb2.ComputePerformanceRequest(scope=scope), timeout=10
+                ).report
+                if performance.labeled_count >= 2000:
                     break
-                except grpc.RpcError as error:
-                    assert error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
-                    time.sleep(0.1)
+                time.sleep(0.1)
+            drift = monitor.ComputeDrift(
+                monitor_pb2.ComputeDriftRequest(scope=scope), timeout=10
+            ).report
     finally:  # stop keel up (and so its children) even when an assertion failed
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
-    assert answer.model_version == "1" and [o.name for o in answer.outputs] == [
-        "label",
-        "probabilities",
-    ]
     output = "\n".join(lines) + rest
     assert proc.returncode == 0, output
     assert resolved.model_version.version == 1
     assert any(line.startswith("registry  | keel: registry listening on") for line in lines), output
-    assert any(line.startswith("inference | keel: inference listening on") for line in lines), (
-        output
-    )
-    assert "keel: demo model 'demo-churn' version 1 registered and in production" in output
+    assert "promoted to staging and production through the gates" in output
+    assert "demo: done — 2000 predictions made and labelled" in output
+    assert "keel report credit-risk" in output
+    assert drift.row_count == 2000 and performance.labeled_count == 2000
+    drifted = {f.feature for f in drift.features if f.drifted}
+    assert {"income", "debt_ratio"} <= drifted and "sex" not in drifted
     with pytest.raises(ProcessLookupError):
         os.kill(listening.pid, 0)

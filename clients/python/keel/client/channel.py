@@ -5,14 +5,20 @@ client: every method of the named services gets a default deadline and is retrie
 UNAVAILABLE with exponential backoff. Methods named in ``long_methods`` (uploads whose
 time grows with their size) keep the retries but take their deadline from the call;
 long-lived streams named in ``streaming_methods`` get neither.
+
+Credentials: TLS (server-verified, or mutual with a client certificate) through
+``tls_credentials``; call metadata every call carries (the bearer token as
+``authorization: Bearer …``, the caller's identity) through an interceptor, so it also
+reaches the generated stubs used directly.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -77,6 +83,103 @@ def service_config(
     return {"methodConfig": config}
 
 
+def tls_credentials(
+    ca_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS credentials: the server is verified against ``ca_file`` (PEM; the system's
+    roots when None); ``cert_file`` and ``key_file`` (PEM, both or neither) present a
+    client certificate for mutual TLS."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("mutual TLS needs both cert_file and key_file (or neither)")
+
+    def read(path: str | Path | None, what: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as error:
+            raise ValueError(f"{what} {str(path)!r}: {error.strerror or error}") from None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca_file, "ca_file"),
+        private_key=read(key_file, "key_file"),
+        certificate_chain=read(cert_file, "cert_file"),
+    )
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The ``authorization`` metadata for a bearer token (none without a token)."""
+    if not token:
+        return ()
+    if token != token.strip() or any(c in token for c in "\r\n"):
+        raise ValueError("token: expected one line without surrounding spaces")
+    return (("authorization", f"Bearer {token}"),)
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _Details(_CallDetails, grpc.ClientCallDetails):
+    """``ClientCallDetails`` with the added metadata (grpc's own type is abstract)."""
+
+
+class MetadataInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds fixed metadata (e.g. ``authorization``) to every call on a channel."""
+
+    def __init__(self, metadata: Sequence[tuple[str, str]]) -> None:
+        self.metadata = tuple(metadata)
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        given = tuple(details.metadata or ())
+        return _Details(
+            details.method,
+            details.timeout,
+            given + self.metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: Any,
+        request_iterator: Iterator[Any],
+    ) -> Any:
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: Any,
+        request_iterator: Iterator[Any],
+    ) -> Any:
+        return continuation(self._details(client_call_details), request_iterator)
+
+
 def create_channel(
     address: str,
     *,
@@ -85,8 +188,10 @@ def create_channel(
     long_methods: Sequence[str] = (),
     streaming_methods: Sequence[str] = (),
     credentials: grpc.ChannelCredentials | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> grpc.Channel:
-    """A sync channel to ``address`` (``host:port``) for calls to ``services``.
+    """A sync channel to ``address`` (``host:port``) for calls to ``services``; every
+    call on it carries ``metadata``.
 
     Opening a channel does not connect: the first call does (and is retried while the
     service is UNAVAILABLE, within its deadline).
@@ -102,5 +207,9 @@ def create_channel(
         ("grpc.max_send_message_length", policy.max_message_bytes),
     ]
     if credentials is None:
-        return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, credentials, options=options)
+        channel = grpc.insecure_channel(address, options=options)
+    else:
+        channel = grpc.secure_channel(address, credentials, options=options)
+    if metadata:
+        return grpc.intercept_channel(channel, MetadataInterceptor(metadata))
+    return channel

@@ -1,14 +1,15 @@
 """Typed exceptions for every failed call, from one closed table of gRPC status codes.
 
-A failed call raises the class its status code maps to in ``STATUS_TABLE``; any code
-not in the table is ``Internal``. Every exception carries the code, the server's
-message and the parsed ``google.rpc.Status`` (with its packed details), so programs can
-read ``ErrorInfo``, ``BadRequest`` or a ``GateReport`` without parsing text.
+A failed call raises the class its status code maps to in ``STATUS_TABLE``: every
+code other than OK has exactly one class (a code gRPC may add later is ``Unknown``).
+Every exception carries the code, the server's message and the parsed
+``google.rpc.Status`` (with its packed details), so programs can read ``ErrorInfo``,
+``BadRequest`` or a ``GateReport`` without parsing text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
@@ -141,9 +142,42 @@ class DeadlineExceeded(KeelError):
 
 
 class Internal(KeelError):
-    """Any other status: a server fault or a code the client does not expect."""
+    """The server failed (INTERNAL); nothing the caller did wrong."""
 
     default_code = grpc.StatusCode.INTERNAL
+
+
+class Unknown(Internal):
+    """The call failed without a known status (UNKNOWN): a server fault, or an error
+    raised outside gRPC's status model."""
+
+    default_code = grpc.StatusCode.UNKNOWN
+
+
+class DataLoss(Internal):
+    """Data was lost or corrupted (DATA_LOSS), e.g. an artifact whose bytes do not
+    match their digest."""
+
+    default_code = grpc.StatusCode.DATA_LOSS
+
+
+class Cancelled(KeelError):
+    """The call was cancelled, usually by the caller (CANCELLED)."""
+
+    default_code = grpc.StatusCode.CANCELLED
+
+
+class OutOfRange(KeelError):
+    """A position or range is past what exists (OUT_OF_RANGE), e.g. a resume point
+    older than the retained history."""
+
+    default_code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unimplemented(KeelError):
+    """The service does not offer this (UNIMPLEMENTED), e.g. no explainer for the model."""
+
+    default_code = grpc.StatusCode.UNIMPLEMENTED
 
 
 class RegistrationFailed(KeelError):
@@ -155,6 +189,13 @@ class RegistrationFailed(KeelError):
         super().__init__(message)
         self.name = name
         self.version = version
+
+
+class ArtifactRefused(KeelError):
+    """``load_model`` would not load an artifact: its bytes are not the registered
+    digest, or its format or types are not on the safe list. Nothing was unpickled."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 STATUS_TABLE: Mapping[grpc.StatusCode, type[KeelError]] = MappingProxyType(
@@ -169,6 +210,12 @@ STATUS_TABLE: Mapping[grpc.StatusCode, type[KeelError]] = MappingProxyType(
         grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
         grpc.StatusCode.UNAVAILABLE: Unavailable,
         grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+        grpc.StatusCode.CANCELLED: Cancelled,
+        grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
+        grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+        grpc.StatusCode.INTERNAL: Internal,
+        grpc.StatusCode.UNKNOWN: Unknown,
+        grpc.StatusCode.DATA_LOSS: DataLoss,
     }
 )
 
@@ -179,7 +226,7 @@ def translate(error: grpc.RpcError) -> KeelError:
     status = _rich_status(error)
     if status is not None and not message:
         message = status.message
-    cls = STATUS_TABLE.get(code, Internal)
+    cls = STATUS_TABLE.get(code, Unknown)
     if cls is FailedPrecondition and status is not None:
         report = _unpack(status.details, gate_pb2.GateReport)
         if report is not None:
@@ -219,3 +266,15 @@ def _unpack(details: Sequence[any_pb2.Any], kind: type[_M]) -> _M | None:
             detail.Unpack(message)
             return message
     return None
+
+
+_T = TypeVar("_T")
+
+
+def invoke(method: Callable[..., _T], request: Any, **kwargs: Any) -> _T:
+    """``method(request, **kwargs)`` (a stub's unary method), raising the typed
+    exception of ``translate`` when the call fails."""
+    try:
+        return method(request, **kwargs)
+    except grpc.RpcError as error:
+        raise translate(error) from None

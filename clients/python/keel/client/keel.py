@@ -1,46 +1,69 @@
 """``Keel``: the calls a data scientist makes, one object for the whole platform.
 
-Channels open on first use; every call has a deadline (``timeout``) and is retried on
+    from keel.client import Keel
+
+    with Keel() as keel:                       # a local `keel up`
+        v = keel.log_model(model, "churn", X_train, y_train, X_test, y_test,
+                           objectives=["f1 >= 0.80"], protected=["sex"])
+        keel.promote("churn", v.version, "production")
+        p = keel.predict("churn", X_new)       # labels, probabilities, row ids
+        keel.feedback(p, y_new)                # the true labels, later
+        keel.performance("churn").metrics      # {"accuracy": …, "f1": …}
+        keel.drift("churn").dataset_drift
+
+Channels open on first use; every call has a deadline (``timeout_s``) and is retried on
 UNAVAILABLE by the channel's service config. Failed calls raise the typed exceptions of
 ``keel.client.errors``. The `ml` extra (numpy, scikit-learn, xgboost, skops) is only
-imported by the calls that need it, so importing and constructing ``Keel`` needs only
-grpcio and protobuf.
+imported by the calls that need it (``log_model``, ``predict``, ``explain``,
+``feedback``, ``log_predictions``, ``load_model``), so importing and constructing
+``Keel``, and the monitor's reports, need only grpcio and protobuf.
+
+The calls live in mixins, one per service: registry calls here, the others in
+``calls_inference.py``, ``calls_logging.py`` and ``calls_reports.py``; the channels in
+``connection.py``.
 """
 
 from __future__ import annotations
 
-import getpass
-import os
-import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-import grpc
-
-from keel.client.channel import ChannelPolicy, create_channel, parse_address
-from keel.client.errors import AlreadyExists, DeadlineExceeded, RegistrationFailed
-from keel.client.objectives import parse_objectives
-from keel.client.registry import (
-    DOWNLOAD_METHOD,
-    SERVICE,
-    UPLOAD_METHOD,
-    WATCH_METHOD,
-    RegistryClient,
-    version_name,
+from keel.client.calls_inference import InferenceCalls
+from keel.client.calls_logging import LoggingCalls
+from keel.client.calls_reports import ReportCalls
+from keel.client.connection import (
+    DEFAULT_INFERENCE,
+    DEFAULT_MONITOR,
+    DEFAULT_REGISTRY,
+    DEFAULT_TIMEOUT_S,
+    check_model_id,
 )
+from keel.client.errors import AlreadyExists, DeadlineExceeded, RegistrationFailed
+from keel.client.loading import ModelReference, download, load_artifact
+from keel.client.objectives import parse_objectives
+from keel.client.registry import version_name
 from keel.common.v1 import metric_pb2, schema_pb2
-from keel.registry.v1 import model_pb2
+from keel.registry.v1 import model_pb2, registry_pb2_grpc
 
-DEFAULT_REGISTRY = "127.0.0.1:50051"
-DEFAULT_INFERENCE = "127.0.0.1:50052"
-DEFAULT_MONITOR = "127.0.0.1:50053"
-_MODEL_ID = re.compile(r"[a-z0-9-]{1,63}")
+__all__ = [
+    "DEFAULT_INFERENCE",
+    "DEFAULT_MONITOR",
+    "DEFAULT_REGISTRY",
+    "DEFAULT_TIMEOUT_S",
+    "Keel",
+    "RegisteredVersion",
+    "check_model_id",
+    "status_text",
+]
+
 _FIRST_POLL_S = 0.05
 _MAX_POLL_S = 1.0
+# Downloads get their own deadline: the default one plus a second per this many bytes.
+_DOWNLOAD_BYTES_PER_SECOND = 4 * 1024 * 1024
+_BASIC = model_pb2.MODEL_VERSION_VIEW_BASIC
 
 Objectives = str | metric_pb2.Objective | Iterable[str | metric_pb2.Objective]
 
@@ -75,87 +98,10 @@ class RegisteredVersion:
         )
 
 
-def check_model_id(name: str) -> None:
-    if not _MODEL_ID.fullmatch(name):
-        raise ValueError(f"model name {name!r}: expected 1-63 of a-z, 0-9 and '-'")
-
-
-class Keel:
-    """A client of one Keel installation (addresses are ``host:port``)."""
-
-    def __init__(
-        self,
-        registry: str = DEFAULT_REGISTRY,
-        inference: str = DEFAULT_INFERENCE,
-        monitor: str = DEFAULT_MONITOR,
-        *,
-        timeout: float = 30.0,
-        user: str | None = None,
-    ) -> None:
-        for address in (registry, inference, monitor):
-            parse_address(address)
-        if timeout <= 0:
-            raise ValueError(f"timeout {timeout}: expected a positive number of seconds")
-        self.addresses = {"registry": registry, "inference": inference, "monitor": monitor}
-        self.timeout = timeout
-        self.user = user or os.environ.get("KEEL_USER") or getpass.getuser()
-        self._channels: dict[str, grpc.Channel] = {}
-        self._registry: RegistryClient | None = None
-        self._sleep: Callable[[float], None] = time.sleep
-
-    # Connections
-
-    def _channel(
-        self,
-        role: str,
-        services: Sequence[str],
-        *,
-        long_methods: Sequence[str] = (),
-        streaming_methods: Sequence[str] = (),
-    ) -> grpc.Channel:
-        """The channel to the ``role`` service (``registry``, ``inference``, ``monitor``)."""
-        if role not in self._channels:
-            self._channels[role] = create_channel(
-                self.addresses[role],
-                services=services,
-                policy=ChannelPolicy(timeout_s=self.timeout),
-                long_methods=long_methods,
-                streaming_methods=streaming_methods,
-            )
-        return self._channels[role]
-
-    @property
-    def registry(self) -> RegistryClient:
-        """The registry's RPCs (channel opened on first use)."""
-        if self._registry is None:
-            channel = self._channel(
-                "registry",
-                [SERVICE],
-                long_methods=[UPLOAD_METHOD, DOWNLOAD_METHOD],
-                streaming_methods=[WATCH_METHOD],
-            )
-            self._registry = RegistryClient.on_channel(
-                channel, timeout=self.timeout, user=self.user
-            )
-        return self._registry
-
-    def close(self) -> None:
-        """Closes every open channel; the object can be used again (channels reopen)."""
-        channels, self._channels = self._channels, {}
-        self._registry = None
-        for channel in channels.values():
-            channel.close()
-
-    def __enter__(self) -> Keel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+class Keel(InferenceCalls, LoggingCalls, ReportCalls):
+    """A client of one Keel installation (see ``Connection`` for the arguments:
+    addresses, ``user``, ``token``, ``tls``/``ca_file``/``cert_file``/``key_file``,
+    ``timeout_s``)."""
 
     # Registry
 
@@ -303,3 +249,26 @@ class Keel:
         self.registry.set_alias(
             name, alias, int(version), expected_version=expected_version, reason=reason
         )
+
+    def load_model(self, reference: str) -> Any:
+        """The model of a registered version, loaded in this process: ``"name@alias"``,
+        ``"name@3"`` or ``"name"`` (the ``production`` alias).
+
+        Downloads the artifact, checks its sha256 against the version (ArtifactRefused
+        when it differs) and loads it without unpickling: XGBoost models as
+        ``XGBClassifier`` / ``XGBRegressor``, scikit-learn ones from skops with the
+        type allowlist. Needs the `ml` extra."""
+        wanted = ModelReference.parse(reference)
+        if wanted.version is not None:
+            found = self.registry.get_model_version(wanted.model, wanted.version, view=_BASIC)
+        else:
+            found = self.registry.resolve(f"{wanted.model}@{wanted.alias}").model_version
+        task = self.registry.get_model(wanted.model).task
+        artifact = found.artifact
+        data = download(
+            registry_pb2_grpc.RegistryServiceStub(self._registry_channel()),
+            artifact.sha256,
+            timeout=self.timeout + artifact.size_bytes / _DOWNLOAD_BYTES_PER_SECOND,
+            metadata=self._identity,
+        )
+        return load_artifact(data, sha256=artifact.sha256, flavor=found.flavor, task=task)

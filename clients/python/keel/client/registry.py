@@ -8,11 +8,22 @@ is translated through the closed status table in ``errors.py``.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from keel.client.errors import NotFound, translate
 from keel.registry.v1 import alias_pb2, model_pb2, registry_pb2, registry_pb2_grpc
@@ -45,13 +56,34 @@ def artifact_name(sha256: str) -> str:
     return f"artifacts/{sha256}"
 
 
-def upload_requests(data: bytes, sha256: str) -> Iterator[registry_pb2.UploadArtifactRequest]:
-    """The upload stream: the header (digest and size), then chunks of at most 1 MiB."""
+def upload_requests(
+    data: bytes, sha256: str, sent: Callable[[int], None] = lambda size: None
+) -> Iterator[registry_pb2.UploadArtifactRequest]:
+    """The upload stream: the header (digest and size), then chunks of at most 1 MiB;
+    ``sent`` hears the size of each chunk as gRPC takes it."""
     header = registry_pb2.UploadArtifactHeader(sha256=sha256, size_bytes=len(data))
     yield registry_pb2.UploadArtifactRequest(header=header)
     view = memoryview(data)
     for start in range(0, len(data), CHUNK_BYTES):
-        yield registry_pb2.UploadArtifactRequest(chunk=bytes(view[start : start + CHUNK_BYTES]))
+        chunk = bytes(view[start : start + CHUNK_BYTES])
+        yield registry_pb2.UploadArtifactRequest(chunk=chunk)
+        sent(len(chunk))
+
+
+@contextmanager
+def upload_progress(total: int, console: Console | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar of an upload of ``total`` bytes on ``console`` (stderr by default),
+    removed when done; yields the function that advances it."""
+    columns = (
+        TextColumn("uploading artifact"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console or Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("upload", total=total)
+        yield lambda size: bar.advance(task, size)
 
 
 class RegistryClient:
@@ -116,17 +148,22 @@ class RegistryClient:
         except NotFound:
             return None
 
-    def upload_artifact(self, data: bytes) -> model_pb2.Artifact:
-        """Stores ``data`` (skipping the bytes when that digest is stored already)."""
+    def upload_artifact(
+        self, data: bytes, *, progress: bool | None = None, console: Console | None = None
+    ) -> model_pb2.Artifact:
+        """Stores ``data`` (skipping the bytes when that digest is stored already), with a
+        progress bar when ``progress`` (default: when stderr is a terminal)."""
         sha256 = hashlib.sha256(data).hexdigest()
         stored = self.find_artifact(sha256)
         if stored is not None:
             return stored
         timeout = self._timeout + len(data) / UPLOAD_BYTES_PER_SECOND
-        response = self._call(
-            self._stub.UploadArtifact, upload_requests(data, sha256), timeout=timeout
-        )
-        return response.artifact
+        if not (sys.stderr.isatty() if progress is None else progress):
+            requests = upload_requests(data, sha256)
+            return self._call(self._stub.UploadArtifact, requests, timeout=timeout).artifact
+        with upload_progress(len(data), console) as sent:
+            requests = upload_requests(data, sha256, sent)
+            return self._call(self._stub.UploadArtifact, requests, timeout=timeout).artifact
 
     # Versions
 

@@ -37,6 +37,8 @@ from services.inference.upstream import (
 
 log = logging.getLogger(__name__)
 DEFAULT_ALIAS = "production"
+RETRY_LOAD_S = 2.0  # first pause before loading a version that failed again
+MAX_RETRY_LOAD_S = 60.0
 
 
 @dataclass
@@ -63,6 +65,17 @@ class Routing:
     """An immutable-by-convention view of aliases and deployments; replaced whole."""
 
     snapshot: Snapshot = field(default_factory=lambda: Snapshot(0))
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` alone also takes "²", which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def _int64(text: str) -> int | None:
+    """``text`` (ASCII digits) as a number, None past 2^63-1 (``int`` also refuses more
+    than 4300 digits)."""
+    return int(text) if len(text) <= 19 and int(text) < 2**63 else None
 
 
 def _pick(routes: list[RouteInfo], sticky: str | None) -> RouteInfo:
@@ -104,6 +117,9 @@ class Server:
         self._batcher = batcher_factory
         self._fault_delays_s = dict(fault_delays_s or {})
         self.routing = Routing()
+        self.intended = Snapshot(0)  # the registry's state as last heard, before any fallback
+        self._retrying: asyncio.Task[None] | None = None
+        self._retry_attempts = 0
         self.loaded: dict[tuple[str, int], LoadedVersion] = {}
         self.known: dict[tuple[str, int], VersionInfo] = {}
         self.failures: dict[tuple[str, int], str] = {}
@@ -175,17 +191,43 @@ class Server:
         return wanted
 
     async def apply(self, snapshot: Snapshot) -> None:
-        """Load what ``snapshot`` routes to, then switch to it in one assignment."""
-        snapshot = _follow_aliases(snapshot)
+        """Load what ``snapshot`` routes to, then switch to it in one assignment. A route
+        whose version cannot be loaded keeps serving what it served before (the load is
+        tried again later), so a move to a broken version fails no call."""
+        self.intended = snapshot
+        followed = _follow_aliases(snapshot)
+        wanted = sorted(self._wanted(followed))
         results = await asyncio.gather(
-            *(self.ensure(m, v) for m, v in self._wanted(snapshot)), return_exceptions=True
+            *(self.ensure(m, v) for m, v in wanted), return_exceptions=True
         )
-        for result in results:
+        failed = set()
+        for key, result in zip(wanted, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("could not load a routed version: %s", result)
-        self.routing = Routing(snapshot)
+                failed.add(key)
+                log.warning("could not load version %d of '%s': %s", key[1], key[0], result)
+        if failed:
+            followed = _keep_serving(followed, self.routing.snapshot, failed)
+            self._retry_later(snapshot)
+        else:
+            self._retry_attempts = 0
+        self.routing = Routing(followed)
         self.ready = True
-        await asyncio.to_thread(self.cache.save_state, snapshot, list(self.known.values()))
+        await asyncio.to_thread(self.cache.save_state, followed, list(self.known.values()))
+
+    def _retry_later(self, snapshot: Snapshot) -> None:
+        """Apply ``snapshot`` again after a pause growing to a minute, unless a newer
+        state arrives first."""
+        if self._retrying is not None and not self._retrying.done():
+            return
+        pause = min(RETRY_LOAD_S * 2**self._retry_attempts, MAX_RETRY_LOAD_S)
+        self._retry_attempts += 1
+
+        async def retry() -> None:
+            await asyncio.sleep(pause)
+            if self.intended is snapshot:
+                await self.apply(snapshot)
+
+        self._retrying = asyncio.create_task(retry())
 
     # resolving ----------------------------------------------------------------------
     async def target(self, name: str, version_text: str, sticky: str | None) -> Target:
@@ -208,15 +250,15 @@ class Server:
         variant = version_text or DEFAULT_ALIAS
         return Target(
             await self._loaded(model, number),
-            variant if not version_text.isdigit() else f"v{number}",
+            variant if not _is_number(version_text) else f"v{number}",
         )
 
     def version_of(self, model: str, version_text: str) -> int:
-        if version_text.isdigit():
-            number = int(version_text)
-            if number < 1:
+        if _is_number(version_text):
+            number = _int64(version_text)
+            if number is None or number < 1:
                 raise InvalidArgument(
-                    f"model_version: expected a version >= 1, got {version_text!r}"
+                    f"model_version: expected a version from 1 to 2^63-1, got {version_text!r}"
                 )
             return number
         held = self.routing.snapshot.aliases.get(model, {}).get(version_text)
@@ -291,10 +333,10 @@ class Server:
                 if not self.registry_connected:
                     await self.apply(await self.upstream.snapshot())
                     self.registry_connected = True
-                async for item in self.upstream.watch(self.routing.snapshot.sequence):
+                async for item in self.upstream.watch(self.intended.sequence):
                     if isinstance(item, int):
                         continue
-                    await self.apply(_changed(self.routing.snapshot, item))
+                    await self.apply(_changed(self.intended, item))
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - keep serving, retry later
@@ -343,6 +385,23 @@ def _changed(snapshot: Snapshot, notice: Notice) -> Snapshot:
         else:
             deployments[notice.deployment.name] = notice.deployment
     return Snapshot(notice.sequence, tasks, aliases, deployments)
+
+
+def _keep_serving(new: Snapshot, old: Snapshot, failed: set[tuple[str, int]]) -> Snapshot:
+    """``new``, except where it routes to a version that failed to load: there the
+    ``production`` alias or the deployment stays as ``old`` had it."""
+    aliases = {model: dict(held) for model, held in new.aliases.items()}
+    for model, held in aliases.items():
+        version = held.get(DEFAULT_ALIAS)
+        previous = old.aliases.get(model, {}).get(DEFAULT_ALIAS)
+        if version is not None and (model, version) in failed and previous is not None:
+            held[DEFAULT_ALIAS] = previous
+    deployments = dict(new.deployments)
+    for name, deployment in new.deployments.items():
+        live = [(r.model, r.version) for r in deployment.routes if not r.shadow]
+        if any(key in failed for key in live) and name in old.deployments:
+            deployments[name] = old.deployments[name]
+    return replace(new, aliases=aliases, deployments=deployments)
 
 
 def _follow_aliases(snapshot: Snapshot) -> Snapshot:

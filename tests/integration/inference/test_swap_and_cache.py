@@ -76,3 +76,49 @@ async def test_a_restart_with_the_registry_down_serves_the_cached_versions(tmp_p
 
 
 __all__ = ["oip_grpc"]
+
+
+async def test_a_move_to_a_version_that_cannot_load_keeps_serving_the_previous_one(
+    tmp_path: Path,
+) -> None:
+    rows = training_data()[0][:4]
+    broken = xgboost_artifact(trees=9, seed=1)
+    async with running_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "registry") as (
+        registry,
+        port,
+    ):
+        await registry.create_model("churn")
+        await registry.register("churn", xgboost_artifact(trees=5, seed=0))
+        await registry.register("churn", broken)
+        await registry.set_alias("churn", "production", 1)
+        [stored] = (tmp_path / "registry").rglob(broken.sha256[2:])  # sha256/ab/cdef…
+        stored.write_bytes(b"tampered" + broken.data[8:])  # the digest no longer matches
+        async with running_inference(port, tmp_path / "inference") as served:
+            answers: list[str] = []
+            failures: list[BaseException] = []
+            stop = asyncio.Event()
+
+            async def client() -> None:
+                while not stop.is_set():
+                    try:
+                        reply = await served.stub.ModelInfer(raw_request("churn", rows), timeout=10)
+                    except Exception as error:  # noqa: BLE001 - counted, asserted below
+                        failures.append(error)
+                        continue
+                    answers.append(reply.model_version)
+
+            tasks = [asyncio.create_task(client()) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            await registry.set_alias("churn", "production", 2)
+            await asyncio.sleep(1.0)  # the load of version 2 fails meanwhile
+            kept = list(answers)
+            stored.write_bytes(broken.data)  # repaired: the next attempt loads it
+            for _ in range(200):
+                if answers and answers[-1] == "2":
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*tasks)
+    assert failures == []
+    assert set(kept) == {"1"}  # the broken version never answered, nor failed a call
+    assert answers[-1] == "2"  # and once it could be loaded, it took over

@@ -181,9 +181,9 @@ class Demo:
             try:
                 keel.wait_ready(DEMO_MODEL, timeout_s=60)  # inference follows the promotion
                 made = send_traffic(keel, self.stop, say)
-                if not self.stop.is_set():
-                    say(f"demo: done — {made} predictions made and labelled")
+                if not self.stop.is_set():  # the last line says it is all done
                     say(where_to_look())
+                    say(f"demo: done — {made} predictions made and labelled")
             except Exception as error:  # noqa: BLE001 - the suite keeps running without it
                 say(f"demo: traffic stopped: {error}")
             finally:

@@ -4,6 +4,8 @@ Every channel carries OpenTelemetry's client interceptors (so one trace spans th
 services), a default deadline and a retry policy on UNAVAILABLE, both from the channel's
 service config rather than hand-written loops. Long-lived streams (``WatchEvents``,
 ``LogPredictions``) are named in ``streaming_methods`` and get no default deadline.
+A service passes ``credentials=channel_credentials(settings)`` (``services.common.tls``):
+TLS, and mutual TLS with its client certificate, whenever its settings name TLS files.
 """
 
 from __future__ import annotations

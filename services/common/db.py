@@ -3,7 +3,9 @@
 SQLite (the embedded default) runs in WAL mode and every write transaction starts with
 ``BEGIN IMMEDIATE``, so concurrent writers queue instead of failing half-way; on
 PostgreSQL, rows that serialise writers are locked with ``SELECT … FOR UPDATE``.
-Blocking database work runs in worker threads, one transaction per unit of work.
+Blocking database work runs in worker threads, one transaction per unit of work. A
+PostgreSQL server that cannot be reached, or goes away mid-call, is ``Unavailable``
+(retry later), never an unknown error.
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, exc
 from sqlalchemy.engine import Engine
+
+from services.common.errors import Unavailable
 
 WRITE_OPTION = "keel_write"
 GROUP_LIMIT = 64  # units of work committed together at most (SQLite)
 MIGRATION_LOCK = 0x6B65656C  # "keel"
 T = TypeVar("T")
+# SQLSTATE classes of a server that is going away or cannot take the call now: connection
+# exception, insufficient resources (too many connections), operator intervention
+# (shutdown, crash recovery, "cannot connect now").
+_OUTAGE_SQLSTATES = ("08", "53", "57P")
 
 
 def make_engine(url: str) -> Engine:
@@ -154,7 +163,12 @@ class Database:
                 with self._busy_lock:
                     self._busy -= 1
 
-        return await asyncio.to_thread(counted)
+        try:
+            return await asyncio.to_thread(counted)
+        except exc.SQLAlchemyError as error:
+            if is_outage(error):
+                raise Unavailable("the database cannot be reached now; retry") from error
+            raise
 
     async def aclose(self, timeout_s: float = 10.0) -> None:
         """Wait (up to ``timeout_s``) for work still running in threads, then close every
@@ -167,3 +181,18 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says the database server is down or went away mid-call (retrying
+    later may succeed), rather than that the statement or the data were wrong."""
+    if isinstance(error, exc.DisconnectionError):
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    return orig.sqlstate is None or orig.sqlstate.startswith(_OUTAGE_SQLSTATES)

@@ -18,6 +18,12 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "keel.dev"
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+# Status messages often quote what the caller sent. A status travels in the trailers,
+# which a gRPC client refuses past 8 KiB (RESOURCE_EXHAUSTED instead of the real code),
+# and the message is in them twice: these keep the whole well under that.
+MAX_MESSAGE_BYTES = 512
+MAX_DETAIL_BYTES = 256
+MAX_VIOLATIONS = 5
 
 
 @dataclass(frozen=True)
@@ -163,28 +169,37 @@ def _packed(message: Message) -> any_pb2.Any:
     return detail
 
 
+def clip(text: str, limit: int = MAX_DETAIL_BYTES) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, ending in "…" when cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "…"
+
+
 def rich_status(error: DomainError, table: StatusTable = STATUS_TABLE) -> status_pb2.Status:
-    """``google.rpc.Status`` for ``error``: code, message, ErrorInfo and BadRequest."""
+    """``google.rpc.Status`` for ``error``: code, message, ErrorInfo and BadRequest, the
+    text clipped so that the status fits a client's trailer limit."""
     code = status_code_for(error, table)
+    metadata = {clip(k): clip(v) for k, v in error.metadata.items()}
     details = [
         _packed(
-            error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-            )
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
         )
     ]
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=clip(v.field), description=clip(v.description)
                 )
-                for v in error.violations
+                for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
         details.append(_packed(bad_request))
     details.extend(_packed(extra) for extra in error.details)
-    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    message = clip(error.message, MAX_MESSAGE_BYTES)
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
 
 
 def internal_status() -> status_pb2.Status:

@@ -1,7 +1,9 @@
 """Server interceptors every Keel server carries, inside OpenTelemetry's.
 
 ``ErrorInterceptor`` applies the error table (errors.py) to every handler, unary or
-streaming; ``MetricsInterceptor`` counts calls by method and status code and times them.
+streaming; ``MetricsInterceptor`` counts calls by method and status code and times them;
+``AuthInterceptor`` (when auth is on) lets in only calls whose bearer token is valid and
+whose roles may call the method (roles.py), and records the caller for the handler.
 Both wrap only handlers written as coroutines or async generators, which is how Keel
 writes handlers (STYLE.md); a read/write-style stream handler (grpc's own health
 ``Watch``) passes through untouched.
@@ -12,13 +14,15 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.common.auth import Authenticator, AuthFailure, build_authenticator
+from services.common.denials import permission_denied, unauthenticated
 from services.common.errors import (
     STATUS_TABLE,
     DomainError,
@@ -26,7 +30,10 @@ from services.common.errors import (
     internal_status,
     rich_status,
 )
+from services.common.identity import Principal, authenticate_as
+from services.common.roles import RPC_ROLES, Table, may_call
 from services.common.rpc import Context, Handler
+from services.common.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +207,108 @@ class MetricsInterceptor(_Interceptor):
 
             return unary
         return behavior
+
+
+def _denying(handler: Handler, error: DomainError) -> Handler:
+    """A handler of the same kind as ``handler`` that answers every call with ``error``."""
+    status = rpc_status.to_status(rich_status(error))
+
+    async def deny(request: Any, context: Context) -> None:
+        await context.abort_with_status(status)  # type: ignore[attr-defined]
+
+    async def deny_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await context.abort_with_status(status)  # type: ignore[attr-defined]
+        yield  # never reached: abort raises
+
+    streaming = handler.response_streaming
+    factory = _HANDLER_FACTORY[
+        ("stream_" if handler.request_streaming else "unary_")
+        + ("stream" if streaming else "unary")
+    ]
+    return factory(
+        deny_stream if streaming else deny,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _as_caller(principal: Principal) -> Wrap:
+    """Wraps a behaviour so that the call's handler sees ``principal`` as its caller."""
+
+    def wrap(behavior: Behavior, method: str) -> Behavior:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                authenticate_as(principal)
+                async for response in behavior(request, context):
+                    yield response
+
+            return stream
+        if inspect.iscoroutinefunction(behavior):
+
+            async def unary(request: Any, context: Context) -> Any:
+                authenticate_as(principal)
+                return await behavior(request, context)
+
+            return unary
+        # Not Keel's style, but never let such a handler fall back to x-keel-user.
+        if inspect.isgeneratorfunction(behavior):
+
+            def sync_stream(request: Any, context: Context) -> Iterator[Any]:
+                authenticate_as(principal)
+                yield from behavior(request, context)
+
+            return sync_stream
+
+        def sync_unary(request: Any, context: Context) -> Any:
+            authenticate_as(principal)
+            return behavior(request, context)
+
+        return sync_unary
+
+    return wrap
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Bearer token on every call but ``exempt`` ones (a full ``/pkg.Service/Method`` or a
+    ``/pkg.Service/`` prefix), then the role table. Denials carry the generic words of
+    ``denials.py``; the cause is logged."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        exempt: tuple[str, ...] = (),
+        table: Table = RPC_ROLES,
+    ) -> None:
+        self._authenticator = authenticator
+        self._exempt = exempt
+        self._table = table
+
+    def _is_exempt(self, method: str) -> bool:
+        return any(method.startswith(e) if e.endswith("/") else method == e for e in self._exempt)
+
+    async def intercept_service(  # type: ignore[override]  # None: no such method
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or self._is_exempt(method):
+            return handler
+        try:
+            principal = self._authenticator.authenticate(handler_call_details.invocation_metadata)
+        except AuthFailure as failure:
+            return _denying(handler, unauthenticated(method, str(failure)))
+        if not may_call(principal.roles, method, self._table):
+            cause = f"roles {sorted(principal.roles)} not allowed"
+            return _denying(handler, permission_denied(principal.subject, f"call {method}", cause))
+        return _rewrap(handler, method, _as_caller(principal))
+
+
+def auth_interceptors(settings: ServerSettings) -> list[AuthInterceptor]:
+    """``[AuthInterceptor]`` as the settings describe it; none when ``auth_mode`` is none.
+    Raises ``AuthConfigError`` when the settings cannot work."""
+    authenticator = build_authenticator(settings)
+    if authenticator is None:
+        return []
+    return [AuthInterceptor(authenticator, exempt=tuple(settings.auth_exempt_methods))]

@@ -2,8 +2,10 @@
 
 It takes settings, a tracer provider and the service's dependencies, and returns a
 ``grpc.aio`` server already bound (port 0 means the OS picks; the real port comes back)
-with, in this order: OpenTelemetry's server interceptor, call metrics, the error table;
-``grpc.health.v1``; server reflection; message size limits from settings.
+with, in this order: OpenTelemetry's server interceptor, call metrics, bearer tokens and
+roles (when ``auth_mode`` is not none), the error table;
+``grpc.health.v1``; server reflection; message size limits from settings; TLS or
+mutual TLS when the settings name a certificate (``services.common.tls``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import STATUS_TABLE, StatusTable
-from services.common.interceptors import ErrorInterceptor, MetricsInterceptor, RpcMetrics
+from services.common.interceptors import (
+    ErrorInterceptor,
+    MetricsInterceptor,
+    RpcMetrics,
+    auth_interceptors,
+)
 from services.common.settings import ServerSettings
 from services.common.telemetry import records_only_parented, traced_calls
+from services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +99,8 @@ def build_server(
             filter_=traced_calls(parented_only=records_only_parented(tracer_provider)),
         ),
         MetricsInterceptor(RpcMetrics(deps.metrics, deps.name)),
+        # Bearer token and role table (none when auth_mode is none): denials are counted.
+        *auth_interceptors(settings),
         ErrorInterceptor(deps.status_table),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
@@ -107,8 +117,12 @@ def build_server(
         ),
         server,
     )
+    credentials = server_credentials(settings)  # TlsError: a TLS file cannot be used
     try:
-        port = server.add_insecure_port(settings.address)
+        if credentials is None:
+            port = server.add_insecure_port(settings.address)
+        else:
+            port = server.add_secure_port(settings.address, credentials)
     except RuntimeError as error:
         raise BindError(f"{deps.name}: cannot listen on {settings.address}: {error}") from None
     return KeelServer(deps.name, server, health, names), port

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -42,6 +42,82 @@ class ServerSettings(BaseSettings):
         default=False,
         description="Share the port with sibling worker processes (SO_REUSEPORT); off, a taken "
         "port is an error.",
+    )
+    # TLS (services/common/tls.py): files are read once, at startup; a new certificate
+    # needs a restart. Empty: not set.
+    tls_cert_file: str = Field(
+        default="",
+        description="PEM certificate (chain) the server presents; with tls_key_file set, "
+        "the server listens with TLS only.",
+    )
+    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
+    tls_ca_file: str = Field(
+        default="",
+        description="PEM CA certificates that client certificates (tls_require_client_cert) "
+        "and the servers this service calls are verified against; empty: the system's roots.",
+    )
+    tls_require_client_cert: bool = Field(
+        default=False,
+        description="Mutual TLS: refuse callers without a certificate signed by tls_ca_file.",
+    )
+    tls_client_cert_file: str = Field(
+        default="",
+        description="PEM certificate presented to the services this one calls; empty: "
+        "tls_cert_file. Peers are called over TLS when any tls_*_file is set.",
+    )
+    tls_client_key_file: str = Field(
+        default="", description="PEM private key of tls_client_cert_file; empty: tls_key_file."
+    )
+    # Bearer tokens and roles (services/common/auth.py, roles.py): files are read once,
+    # at startup. Off by default: then the caller's x-keel-user is trusted as stated.
+    auth_mode: str = Field(
+        default="none",
+        pattern=r"^(none|tokens|jwt|tokens,jwt|jwt,tokens)$",
+        description="Bearer token on every RPC: none (off), tokens (auth_token_file), jwt, "
+        "or tokens,jwt (either is accepted).",
+    )
+    auth_token_file: str = Field(
+        default="",
+        description="YAML or JSON file of static tokens, each as its sha256 with subject, "
+        "roles and team (`python -m services.common.auth hash`).",
+    )
+    auth_jwt_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="HS256 shared secret (32 bytes or more); or auth_jwt_secret_file.",
+    )
+    auth_jwt_secret_file: str = Field(
+        default="", description="File holding the HS256 shared secret (trailing newline cut)."
+    )
+    auth_jwt_public_key_file: str = Field(
+        default="", description="PEM public key that RS256 tokens are verified with."
+    )
+    auth_jwt_issuer: str = Field(default="", description="The `iss` every JWT must carry.")
+    auth_jwt_audience: str = Field(default="", description="The `aud` every JWT must include.")
+    auth_jwt_leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`."
+    )
+    auth_jwt_roles_claim: str = Field(
+        default="roles",
+        description="Claim holding the roles (a list, or a space-separated string); a dotted "
+        "path reaches into objects (realm_access.roles).",
+    )
+    auth_jwt_team_claim: str = Field(default="team", description="Claim holding the team.")
+    auth_exempt_methods: list[str] = Field(
+        default=[
+            "/grpc.health.v1.Health/",
+            "/grpc.reflection.v1alpha.ServerReflection/",
+            "/grpc.reflection.v1.ServerReflection/",
+        ],
+        description="Callable without a token: '/pkg.Service/Method', or '/pkg.Service/' for "
+        "all of a service's methods (JSON list in the environment).",
+    )
+    auth_service_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token this service sends to the services it calls; or "
+        "auth_service_token_file. Empty: none sent.",
+    )
+    auth_service_token_file: str = Field(
+        default="", description="File holding auth_service_token (trailing newline cut)."
     )
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from keel.common.v1 import schema_pb2
@@ -10,6 +12,7 @@ from services.common.errors import InvalidArgument
 from services.inference.explain import Explanation
 from services.inference.records import ModelSignature
 from services.inference.serving import LoadedVersion, Server
+from services.inference.upstream import Snapshot
 from services.inference.validation import DecodedTensor
 
 DATATYPES = {
@@ -125,12 +128,32 @@ def served_model(server: Server, name: str) -> pb.ServedModel:
     snapshot = server.routing.snapshot
     served = pb.ServedModel(name=name, applied_event_sequence=snapshot.sequence)
     deployment = snapshot.deployments.get(name)
+    served.routing_source = (
+        pb.ROUTING_SOURCE_DEPLOYMENT if deployment is not None else pb.ROUTING_SOURCE_ALIAS
+    )
     if deployment is not None:
-        served.routing_source = pb.ROUTING_SOURCE_DEPLOYMENT
         served.sticky_key_parameter = deployment.sticky_key_parameter
+    _routes(served.routes, server, snapshot, name)
+    served.ready = all(r.state == pb.LOAD_STATE_READY for r in served.routes if not r.shadow)
+    pending = server.pending
+    if pending is not None:
+        _routes(served.pending_routes, server, pending, name)
+        if [(r.model_name, r.model_version) for r in served.pending_routes] != [
+            (r.model_name, r.model_version) for r in served.routes
+        ]:
+            served.pending_event_sequence = pending.sequence
+        else:
+            del served.pending_routes[:]
+    return served
+
+
+def _routes(into: Any, server: Server, snapshot: Snapshot, name: str) -> None:
+    """The routes ``snapshot`` gives ``name``, each with its load state."""
+    deployment = snapshot.deployments.get(name)
+    if deployment is not None:
         total = sum(r.weight for r in deployment.routes if not r.shadow) or 1.0
         for r in deployment.routes:
-            route = served.routes.add(
+            route = into.add(
                 variant=r.variant,
                 model_name=r.model,
                 model_version=r.version,
@@ -140,20 +163,17 @@ def served_model(server: Server, name: str) -> pb.ServedModel:
                 shadow=r.shadow,
             )
             _state(route, server, r.model, r.version)
-    else:
-        version = snapshot.aliases.get(name, {}).get("production", 0)
-        served.routing_source = pb.ROUTING_SOURCE_ALIAS
-        route = served.routes.add(
-            variant="default",
-            model_name=name,
-            model_version=version,
-            alias="production",
-            weight=1.0,
-            traffic_fraction=1.0,
-        )
-        _state(route, server, name, version)
-    served.ready = all(r.state == pb.LOAD_STATE_READY for r in served.routes if not r.shadow)
-    return served
+        return
+    version = snapshot.aliases.get(name, {}).get("production", 0)
+    route = into.add(
+        variant="default",
+        model_name=name,
+        model_version=version,
+        alias="production",
+        weight=1.0,
+        traffic_fraction=1.0,
+    )
+    _state(route, server, name, version)
 
 
 def _state(route: pb.Route, server: Server, model: str, version: int) -> None:

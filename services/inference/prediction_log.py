@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from services.common.bearer import with_service_token
 from services.common.channels import create_channel
 from services.common.jetstream import StreamNames
+from services.common.tls import channel_credentials
 from services.inference import delivery
 from services.inference.delivery import Delivery, Sender
 from services.inference.jetstream_delivery import JetStreamDelivery
@@ -82,7 +84,9 @@ async def open_prediction_log(
             tracer_provider=provider,
             services=[delivery.SERVICE],
             streaming_methods=delivery.STREAMS,
+            credentials=channel_credentials(settings),
         )
+        channel = with_service_token(channel, settings)
         sender = Delivery(
             channel,
             spool,

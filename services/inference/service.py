@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from keel.inference.v1 import inference_pb2, inference_pb2_grpc
 from keel.oip.v2 import open_inference_pb2, open_inference_pb2_grpc
+from services.common.bearer import with_service_token
 from services.common.channels import create_channel
 from services.common.server import ServerDeps, ServiceBinding
 from services.common.service import ServiceSpec
+from services.common.tls import channel_credentials
 from services.inference import upstream
 from services.inference.batching import Batcher, Predict
 from services.inference.cache import LocalCache
@@ -92,7 +94,9 @@ async def _serving(
         tracer_provider=provider,
         services=[upstream.SERVICE],
         streaming_methods=upstream.STREAMS,
+        credentials=channel_credentials(settings),
     )
+    channel = with_service_token(channel, settings)
     server = Server(
         upstream.RegistryUpstream(channel),
         LocalCache(settings.data_dir / "cache"),

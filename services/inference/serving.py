@@ -118,6 +118,7 @@ class Server:
         self._fault_delays_s = dict(fault_delays_s or {})
         self.routing = Routing()
         self.intended = Snapshot(0)  # the registry's state as last heard, before any fallback
+        self.pending: Snapshot | None = None  # what it routes to, while some of it cannot load
         self._retrying: asyncio.Task[None] | None = None
         self._retry_attempts = 0
         self.loaded: dict[tuple[str, int], LoadedVersion] = {}
@@ -205,6 +206,7 @@ class Server:
             if isinstance(result, BaseException):
                 failed.add(key)
                 log.warning("could not load version %d of '%s': %s", key[1], key[0], result)
+        self.pending = followed if failed else None
         if failed:
             followed = _keep_serving(followed, self.routing.snapshot, failed)
             self._retry_later(snapshot)

@@ -57,7 +57,8 @@ def resource_id(field: str, name: str, collection: str, *, optional: bool = Fals
 
 def alert_number(field: str, name: str) -> int:
     prefix, _, rest = name.partition("/")
-    if prefix != "alerts" or not rest.isdigit() or int(rest) < 1:
+    number = rest.isascii() and rest.isdigit() and len(rest) <= 19  # "²" is a digit, too
+    if prefix != "alerts" or not number or not 1 <= int(rest) < 2**63:
         raise invalid(field, f"expected a name like 'alerts/{{number}}', got {name!r}")
     return int(rest)
 

@@ -39,8 +39,15 @@ def timestamp(ns: int) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def nanos(stamp: timestamp_pb2.Timestamp) -> int:
-    return int(stamp.ToNanoseconds())
+def nanos(stamp: timestamp_pb2.Timestamp, field: str) -> int:
+    """Nanoseconds since the epoch of a request's timestamp ``field`` (a bound of a
+    filter), clamped to int64 (years 1677-2262), the range of every stored time."""
+    try:
+        return max(-(2**63), min(int(stamp.ToNanoseconds()), 2**63 - 1))
+    except ValueError:  # seconds or nanos out of range
+        raise invalid(
+            field, "expected a timestamp in years 1-9999 with nanos in [0, 999999999]"
+        ) from None
 
 
 def duration(ns: int) -> duration_pb2.Duration:
@@ -257,11 +264,12 @@ def alert_filter(request: mpb.ListAlertsRequest) -> AlertFilter:
     if state.startswith("#"):
         raise invalid("state", f"unknown alert state {request.state}")
     min_severity_name = min_severity(request.min_severity)
+    has = request.HasField
     return AlertFilter(
         model=resource_id("model", request.model, "models", optional=True),
         rule=resource_id("rule", request.rule, "alertRules", optional=True),
         state=AlertState(state) if state else None,
         min_severity=min_severity_name,
-        start_time=nanos(request.start_time) if request.HasField("start_time") else None,
-        end_time=nanos(request.end_time) if request.HasField("end_time") else None,
+        start_time=nanos(request.start_time, "start_time") if has("start_time") else None,
+        end_time=nanos(request.end_time, "end_time") if has("end_time") else None,
     )

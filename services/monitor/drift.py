@@ -80,6 +80,19 @@ def columns(reference: ModelReference, features: list[str]) -> list[Column]:
 
 def check_options(reference: ModelReference, options: rp.DriftOptions) -> None:
     """INVALID_ARGUMENT for options that do not fit the model."""
+    methods = [
+        ("options.numeric_method", options.numeric_method),
+        ("options.categorical_method", options.categorical_method),
+        *(
+            (f"options.column_settings['{n}'].method", s.method)
+            for n, s in options.column_settings.items()
+        ),
+    ]
+    for field, method in methods:  # open enums: any number may come
+        if method and method not in THRESHOLDS:
+            raise InvalidArgument(f"{field}: unknown drift method {method}")
+    if options.correction not in CORRECTIONS:
+        raise InvalidArgument(f"options.correction: unknown correction {options.correction}")
     if options.categorical_method in NUMERIC_ONLY:
         name = rp.DriftMethod.Name(options.categorical_method)
         raise InvalidArgument(f"options.categorical_method: {name} works on numeric columns only")

@@ -20,6 +20,7 @@ from services.monitor.references import References
 from services.monitor.tables import BUCKETS, MERGED
 
 PAGE = 1000
+_LIMIT_S = 2**62  # seconds: beyond any bucket, within int64 after rounding
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Exchange:
             if request.HasField("end_time")
             else int(time.time()) + self._base_s
         )
+        # Rounded to buckets, int64 seconds may leave int64, which SQLite's parameters are.
+        start, end = max(start, -_LIMIT_S), min(end, _LIMIT_S)
         rows = await self._db.read(
             lambda c: _local(c, model, request.version, start, end, self._base_s)
         )

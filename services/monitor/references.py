@@ -14,7 +14,7 @@ from keel.registry.v1 import model_pb2
 from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc as pb_grpc
 from services.common.db import Database
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.monitor.convert import reference_from_registry
 from services.monitor.reference import ModelReference
 from services.monitor.tables import REFERENCES
@@ -70,6 +70,8 @@ class References:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"model '{model}' is not in the registry") from None
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # a malformed name
+                raise InvalidArgument(f"model: {error.details()}") from None
             raise Unavailable(f"the registry cannot be reached: {error.details()}") from None
         if got.model.latest_version < 1:
             raise NotFound(f"model '{model}' has no version yet")
@@ -95,6 +97,8 @@ class References:
                 raise NotFound(
                     f"model version '{model}/{version}' is not in the registry"
                 ) from None
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # a malformed name
+                raise InvalidArgument(f"model: {error.details()}") from None
             raise Unavailable(
                 f"the registry cannot be reached to look up '{model}/{version}': {error.details()}"
             ) from None

@@ -25,6 +25,9 @@ from services.monitor.tables import BUCKETS, MERGED
 
 DAY_S = 86_400
 MAX_WINDOWS = 1000
+# Range bounds a report can take: the epoch (no bucket is older) to 9999-12-31, the last
+# day a Timestamp (the report's window) can say, whatever the rounding to buckets.
+LAST_S = 253_402_214_400
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,11 @@ def make_scope(
     """Round the range to base buckets and check it (INVALID_ARGUMENT naming the field)."""
     if version < 0:
         raise InvalidArgument(f"scope.version: expected >= 0, got {version}")
+    for name, given in (("start_time", start_s), ("end_time", end_s)):
+        if given is not None and not 0 <= given <= LAST_S:
+            raise InvalidArgument(
+                f"scope.{name}: expected a time from 1970-01-01 to 9999-12-31, got {given} s"
+            )
     end = end_s if end_s is not None else int(time.time())
     start = start_s if start_s is not None else end - DAY_S
     end = -(-end // base_s) * base_s

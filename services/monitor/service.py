@@ -18,11 +18,13 @@ from prometheus_client import CollectorRegistry
 
 from keel.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from keel.registry.v1 import registry_pb2_grpc
+from services.common.bearer import with_service_token
 from services.common.channels import create_channel
 from services.common.db import Database, make_engine, upgrade
 from services.common.jetstream import StreamNames
 from services.common.server import ServerDeps, ServiceBinding
 from services.common.service import ServiceSpec
+from services.common.tls import channel_credentials
 from services.monitor.actions import RegistryCanaries
 from services.monitor.alert_metrics import AlertMetrics
 from services.monitor.alerts import Alerting
@@ -108,8 +110,12 @@ async def open_monitor(
     settings: MonitorSettings, provider: TracerProvider, metrics: CollectorRegistry
 ) -> AsyncIterator[ServerDeps]:
     channel = create_channel(
-        settings.registry_address, tracer_provider=provider, services=[REGISTRY_SERVICE]
+        settings.registry_address,
+        tracer_provider=provider,
+        services=[REGISTRY_SERVICE],
+        credentials=channel_credentials(settings),
     )
+    channel = with_service_token(channel, settings)
     monitor = build_monitor(
         settings,
         registry_pb2_grpc.RegistryServiceStub(channel),

@@ -143,23 +143,29 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
         producer: str,
         queue: asyncio.Queue[tuple[ingest_pb2.PredictionBatch, asyncio.Future[BatchResult]] | None],
     ) -> None:
-        async for message in requests:
-            if message.WhichOneof("kind") != "batch":
-                raise InvalidArgument("LogPredictions: 'open' may only be the first message")
-            if message.batch.producer_id != producer:
-                raise InvalidArgument(
-                    f"batch.producer_id: expected '{producer}' (named in open), "
-                    f"got '{message.batch.producer_id}'"
-                )
-            # Prepared here, one batch at a time, so batches are applied in stream order.
-            try:
-                reference = await self.ingestor.prepare(message.batch)
-            except DomainError as error:
-                failed: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-                failed.set_exception(error)
-                await queue.put((message.batch, failed))
-                continue
-            await queue.put((message.batch, self.ingestor.enqueue(message.batch, reference)))
+        try:
+            async for message in requests:
+                if message.WhichOneof("kind") != "batch":
+                    raise InvalidArgument("LogPredictions: 'open' may only be the first message")
+                if message.batch.producer_id != producer:
+                    raise InvalidArgument(
+                        f"batch.producer_id: expected '{producer}' (named in open), "
+                        f"got '{message.batch.producer_id}'"
+                    )
+                # Prepared here, one batch at a time, so batches are applied in stream order.
+                try:
+                    reference = await self.ingestor.prepare(message.batch)
+                except DomainError as error:
+                    failed: asyncio.Future[BatchResult]
+                    failed = asyncio.get_running_loop().create_future()
+                    failed.set_exception(error)
+                    await queue.put((message.batch, failed))
+                    continue
+                await queue.put((message.batch, self.ingestor.enqueue(message.batch, reference)))
+        except Exception:
+            # The writer waits on the queue: wake it, and it raises this from `await reader`.
+            await queue.put(None)
+            raise
         await queue.put(None)
 
     async def LogPredictionBatch(

@@ -10,6 +10,7 @@ from services.common.paging import Cursor, check_cursor, page_size, query_digest
 from services.registry import gates
 from services.registry.core import Core, invalid, require_model
 from services.registry.models import require_version
+from services.registry.ownership import check_owner
 from services.registry.records import (
     LATEST,
     AliasMove,
@@ -141,6 +142,7 @@ class Aliases:
 
         def work(store: Store) -> tuple[AliasRecord, gates.GateReport]:
             model = require_model(store, model_name, lock=True)
+            check_owner(caller, model)
             target = require_version(store, model_name, version, profile=False)
             before = store.get_alias(model_name, alias)
             _cas(before, expected, f"models/{model_name}/aliases/{alias}")
@@ -188,6 +190,7 @@ class Aliases:
     ) -> AliasRecord:
         def work(store: Store) -> AliasRecord:
             model = require_model(store, model_name, lock=True)
+            check_owner(caller, model)
             before = self._require(store, model_name, alias)
             _cas(before, expected, before.resource)
             if alias in model.policy.protected_aliases and model.policy.require_approval:
@@ -227,6 +230,7 @@ class Aliases:
 
         def work(store: Store) -> AliasRecord:
             model = require_model(store, model_name, lock=True)
+            check_owner(caller, model)
             before = self._require(store, model_name, alias)
             _cas(before, expected, before.resource)
             target = self._rollback_target(store, model_name, alias, before.version)

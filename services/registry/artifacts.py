@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import re
@@ -27,6 +28,7 @@ from services.common.errors import (
     NotFound,
     OutOfRange,
     ResourceExhausted,
+    Unavailable,
 )
 from services.common.safe_load import (
     ArtifactFormat,
@@ -56,6 +58,18 @@ class ArtifactCorrupted(DataLoss):
     """The stored bytes no longer hash to their name (the contract's DATA_LOSS)."""
 
     reason = "DATA_LOSS"
+
+
+class ArtifactStoreFull(ResourceExhausted):
+    """The store's filesystem has no room left for an upload."""
+
+    reason = "ARTIFACT_STORE_FULL"
+
+
+class ArtifactStoreUnavailable(Unavailable):
+    """The store cannot be written now (read-only, permissions, I/O error)."""
+
+    reason = "ARTIFACT_STORE_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,10 @@ class ArtifactStore:
         self._check_size(expected_size)
         tmp = f"{self._root}/tmp/{uuid.uuid4().hex}"
         done = False
-        handle = await asyncio.to_thread(self._open_tmp, tmp)
+        try:
+            handle = await asyncio.to_thread(self._open_tmp, tmp)
+        except OSError as error:
+            raise _write_failed(error) from None
         try:
             sha256, size = await self._receive(handle, chunks, expected_size)
             await asyncio.to_thread(handle.close)
@@ -123,6 +140,8 @@ class ArtifactStore:
                 del data
             created = await asyncio.to_thread(self._commit, tmp, self.path(sha256))
             done = True
+        except OSError as error:
+            raise _write_failed(error) from None
         finally:
             if not done:
                 self._discard(handle, tmp)
@@ -290,6 +309,20 @@ def _check_received(expected_sha256: str, expected_size: int, sha256: str, size:
             f"sha256: expected {expected_sha256}, got {sha256} for the bytes sent",
             violations=[FieldViolation("sha256", "does not match the bytes sent")],
         )
+
+
+def _write_failed(error: OSError) -> ArtifactStoreFull | ArtifactStoreUnavailable:
+    """What the uploader is told when the store's filesystem fails under an upload (the
+    operator gets the path and the error in the log; the caller gets neither)."""
+    logger.warning("artifact store: an upload failed and was discarded: %s", error)
+    cause = error.strerror or type(error).__name__
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ArtifactStoreFull(
+            f"artifact store: no room left for the upload ({cause}); it was discarded"
+        )
+    return ArtifactStoreUnavailable(
+        f"artifact store: the upload cannot be written now ({cause}); it was discarded, retry later"
+    )
 
 
 def _not_found(sha256: str) -> ArtifactNotFound:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from keel.common.v1 import metric_pb2, schema_pb2
 from keel.registry.v1 import alias_pb2, deployment_pb2, event_pb2, gate_pb2, model_pb2
 from services.common.comparators import ENUMS, SYMBOLS
-from services.common.errors import InvalidArgument
 from services.common.paging import cursor as cursor
 from services.common.paging import token as token
 from services.registry import gates
@@ -34,8 +33,13 @@ from services.registry.records import (
 )
 
 
-def _enum_name(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix)
+def _enum_name(enum: Any, value: int, prefix: str, field: str) -> str:
+    """The name of ``value`` without ``prefix``; a number the enum does not declare (open
+    enums carry any) is INVALID_ARGUMENT naming the request's ``field``."""
+    try:
+        return str(enum.Name(value)).removeprefix(prefix)
+    except ValueError:
+        raise invalid(field, f"unknown value {value}") from None
 
 
 def _enum_value(enum: Any, name: str, prefix: str) -> int:
@@ -48,15 +52,29 @@ def timestamp(us: int) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def micros(stamp: timestamp_pb2.Timestamp) -> int:
-    return int(stamp.ToMicroseconds())
+def micros(stamp: timestamp_pb2.Timestamp, field: str) -> int:
+    """Microseconds since the epoch of a request's timestamp ``field``."""
+    try:
+        return int(stamp.ToMicroseconds())
+    except ValueError:  # seconds or nanos out of range
+        raise invalid(
+            field, "expected a timestamp in years 1-9999 with nanos in [0, 999999999]"
+        ) from None
+
+
+def seconds(duration: duration_pb2.Duration, field: str) -> float:
+    """Seconds of a request's duration ``field``."""
+    try:
+        return float(duration.ToTimedelta().total_seconds())
+    except (ValueError, OverflowError):  # seconds out of range
+        raise invalid(field, "expected a duration within 10,000 years") from None
 
 
 # models ---------------------------------------------------------------------------------
 def objective(message: metric_pb2.Objective, field: str) -> Objective:
     if message.comparator not in SYMBOLS:
         raise invalid(f"{field}.comparator", "expected >=, >, <= or <")
-    split = _enum_name(metric_pb2.MetricSplit, message.split, "METRIC_SPLIT_")
+    split = _enum_name(metric_pb2.MetricSplit, message.split, "METRIC_SPLIT_", f"{field}.split")
     return Objective(
         message.metric,
         SYMBOLS[message.comparator],
@@ -87,7 +105,7 @@ def policy(message: model_pb2.PromotionPolicy, given: bool) -> Policy:
 
 
 def model_record(message: model_pb2.Model, model_id: str) -> ModelRecord:
-    task = _enum_name(schema_pb2.Task, message.task, "TASK_")
+    task = _enum_name(schema_pb2.Task, message.task, "TASK_", "model.task")
     return ModelRecord(
         name=model_id,
         task=task,
@@ -151,18 +169,19 @@ def _worst_disparity(metrics: Sequence[metric_pb2.Metric]) -> dict[str, float]:
 
 
 def version_record(message: model_pb2.ModelVersion, model: str, request_id: str) -> VersionRecord:
-    flavor = _enum_name(model_pb2.Flavor, message.flavor, "FLAVOR_")
+    flavor = _enum_name(model_pb2.Flavor, message.flavor, "FLAVOR_", "model_version.flavor")
     if flavor == "UNSPECIFIED":
         raise invalid("model_version.flavor", "expected XGBOOST or SKLEARN")
     inputs = []
     for i, feature in enumerate(message.signature.inputs):
+        field = f"model_version.signature.inputs[{i}]"
         if not feature.name:
-            raise invalid(f"model_version.signature.inputs[{i}].name", "expected a feature name")
+            raise invalid(f"{field}.name", "expected a feature name")
         inputs.append(
             FeatureSpec(
                 feature.name,
-                _enum_name(schema_pb2.DataType, feature.dtype, "DATA_TYPE_"),
-                _enum_name(schema_pb2.FeatureKind, feature.kind, "FEATURE_KIND_"),
+                _enum_name(schema_pb2.DataType, feature.dtype, "DATA_TYPE_", f"{field}.dtype"),
+                _enum_name(schema_pb2.FeatureKind, feature.kind, "FEATURE_KIND_", f"{field}.kind"),
                 feature.required,
             )
         )
@@ -466,10 +485,4 @@ def audit_message(entry: ChangeEntry) -> event_pb2.AuditEntry:
 
 
 def change_types(values: Sequence[int]) -> list[str]:
-    names = []
-    for value in values:
-        try:
-            names.append(_enum_name(event_pb2.ChangeType, value, "CHANGE_TYPE_"))
-        except ValueError:
-            raise InvalidArgument(f"types: unknown change type {value}") from None
-    return names
+    return [_enum_name(event_pb2.ChangeType, value, "CHANGE_TYPE_", "types") for value in values]

@@ -26,6 +26,15 @@ from services.registry.store import ChangeEncoder, Store
 T = TypeVar("T")
 
 
+MAX_VERSION = 2**63 - 1  # versions are BIGINT columns
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` is a whole number of ASCII digits that a BIGINT column holds
+    (``str.isdigit`` alone also takes "²", and ``int`` refuses more than 4300 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_VERSION
+
+
 def invalid(field: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {message}", violations=[FieldViolation(field, message)])
 
@@ -53,8 +62,8 @@ def model_id(field: str, name: str) -> str:
 def version_ref(field: str, name: str) -> tuple[str, int]:
     model, version = parse_name(field, name, "models", "versions")
     check_id(field, model)
-    if not version.isdigit() or int(version) < 1:
-        raise invalid(field, f"expected a version number >= 1, got {version!r}")
+    if not is_number(version) or int(version) < 1:
+        raise invalid(field, f"expected a version number from 1 to {MAX_VERSION}, got {version!r}")
     return model, int(version)
 
 

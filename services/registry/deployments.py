@@ -7,8 +7,17 @@ from collections.abc import Sequence
 
 from services.common.errors import AlreadyExists, DomainError, NotFound
 from services.common.paging import Cursor, check_cursor, page_size, query_digest
-from services.registry.core import Core, alias_ref, check_id, invalid, parse_name, require_model
+from services.registry.core import (
+    Core,
+    alias_ref,
+    check_id,
+    invalid,
+    is_number,
+    parse_name,
+    require_model,
+)
 from services.registry.models import check_etag
+from services.registry.ownership import check_owner
 from services.registry.records import (
     Caller,
     Change,
@@ -34,7 +43,7 @@ def _target_version(store: Store, field: str, target: str) -> tuple[str, int]:
         return model, held.version
     model, number = parse_name(field, target, "models", "versions")
     check_id(field, model)
-    if not number.isdigit():
+    if not is_number(number):
         raise invalid(field, f"expected a version number, got {number!r}")
     version = store.get_version(model, int(number), profile=False)
     if version is None:
@@ -42,6 +51,13 @@ def _target_version(store: Store, field: str, target: str) -> tuple[str, int]:
     if version.status != Status.READY:
         raise invalid(field, f"version '{target}' is {version.status}, expected READY")
     return model, int(number)
+
+
+def _check_owner(store: Store, caller: Caller, model_name: str) -> None:
+    """The caller may change the deployments of ``model_name`` (ownership.py)."""
+    model = store.get_model(model_name)
+    if model is not None:
+        check_owner(caller, model)
 
 
 def _default_variant(target: str) -> str:
@@ -104,7 +120,7 @@ class Deployments:
         check_id("deployment_id", d.name)
 
         def work(store: Store) -> DeploymentRecord:
-            require_model(store, d.model, lock=True)
+            check_owner(caller, require_model(store, d.model, lock=True))
             if store.get_deployment(d.name) is not None:
                 raise AlreadyExists(f"deployment 'deployments/{d.name}' already exists")
             if d.name != d.model and store.get_model(d.name) is not None:
@@ -167,6 +183,7 @@ class Deployments:
 
         def work(store: Store) -> DeploymentRecord:
             before = self._require(store, name, lock=True)
+            _check_owner(store, caller, before.model)
             check_etag(before.resource, etag, before.revision)
             after = dataclasses.replace(before, **{p: getattr(patch, p) for p in paths})
             after = dataclasses.replace(
@@ -193,6 +210,7 @@ class Deployments:
     async def delete(self, name: str, etag: str, caller: Caller) -> DeploymentRecord:
         def work(store: Store) -> DeploymentRecord:
             before = self._require(store, name, lock=True)
+            _check_owner(store, caller, before.model)
             check_etag(before.resource, etag, before.revision)
             store.delete_deployment(name)
             store.record(
@@ -224,6 +242,7 @@ class Deployments:
     ) -> tuple[DeploymentRecord, bool]:
         def work(store: Store) -> tuple[DeploymentRecord, bool]:
             before = self._require(store, name, lock=True)
+            _check_owner(store, caller, before.model)
             check_etag(before.resource, etag, before.revision)
             freed = sum(r.weight for r in before.routes if r.canary)
             others = [r for r in before.routes if not r.canary]

@@ -194,7 +194,9 @@ def _number(text: str, start: int, tokens: list[Token], what: str) -> int:
     if exponent is not None and not exponent.lstrip("eE+-"):
         fail(what, start, f"expected a digit in the exponent, got {_char(text, match.end())}")
     written = match.group()
-    value: Value = float(written) if fraction or exponent else int(written)
+    # Past 19 digits it is no int64 anyway, and int() refuses more than 4300 digits.
+    whole = not (fraction or exponent or len(digits) > 19)
+    value: Value = int(written) if whole else float(written)
     if isinstance(value, int) and abs(value) > _INT64_MAX:
         value = float(value)
     if isinstance(value, float) and not math.isfinite(value):

@@ -11,6 +11,7 @@ from services.common.safe_load import check_signature
 from services.registry import filter_sql
 from services.registry.artifacts import check_sha256
 from services.registry.core import Core, check_id, invalid, require_model
+from services.registry.ownership import check_new_owner, check_owner, owner_for_new_model
 from services.registry.records import (
     CANONICAL_METRICS,
     Caller,
@@ -79,6 +80,7 @@ class Models:
         now = now_us()
         model = dataclasses.replace(
             model,
+            owner_team=owner_for_new_model(caller, model.owner_team, model.resource),
             state="ACTIVE",
             latest_version=0,
             revision=1,
@@ -122,6 +124,9 @@ class Models:
 
         def work(store: Store) -> ModelRecord:
             before = require_model(store, name, lock=True)
+            check_owner(caller, before)
+            if "owner_team" in paths:
+                check_new_owner(caller, patch.owner_team, before.resource)
             check_etag(before.resource, etag, before.revision)
             if before.state == "ARCHIVED":
                 raise FailedPrecondition(f"model '{before.resource}' is archived")
@@ -163,6 +168,7 @@ class Models:
     async def archive_model(self, name: str, caller: Caller) -> ModelRecord:
         def work(store: Store) -> ModelRecord:
             before = require_model(store, name, lock=True)
+            check_owner(caller, before)
             if before.state == "ARCHIVED":
                 return before
             after = dataclasses.replace(
@@ -178,6 +184,7 @@ class Models:
     async def delete_model(self, name: str, etag: str, caller: Caller) -> int:
         def work(store: Store) -> tuple[int, list[str]]:
             before = require_model(store, name, lock=True)
+            check_owner(caller, before)
             check_etag(before.resource, etag, before.revision)
             aliases, deployments = store.models_referenced(name)
             if aliases or deployments:
@@ -219,7 +226,7 @@ class Models:
 
         def work(store: Store) -> VersionRecord:
             if version.request_id:  # a retry returns the first registration, no new number
-                require_model(store, version.model, lock=True)
+                check_owner(caller, require_model(store, version.model, lock=True))
                 earlier = store.version_by_request(version.model, version.request_id)
                 if earlier is not None:
                     return earlier
@@ -229,6 +236,7 @@ class Models:
             if taken is None:
                 raise NotFound(f"model 'models/{version.model}' not found")
             model, number = taken
+            check_owner(caller, model)
             if model.state == "ARCHIVED":
                 raise FailedPrecondition(f"model '{model.resource}' is archived")
             artifact = store.get_artifact(version.sha256)
@@ -330,6 +338,7 @@ class Models:
             )
 
         def work(store: Store) -> VersionRecord:
+            check_owner(caller, require_model(store, model))
             before = require_version(store, model, number, lock=True)
             check_etag(before.resource, etag, before.revision)
             after = dataclasses.replace(before, revision=before.revision + 1, update_time=now_us())
@@ -352,7 +361,7 @@ class Models:
         self, model: str, number: int, reason: str, caller: Caller
     ) -> VersionRecord:
         def work(store: Store) -> VersionRecord:
-            require_model(store, model, lock=True)
+            check_owner(caller, require_model(store, model, lock=True))
             before = require_version(store, model, number)
             if before.status == Status.ARCHIVED:
                 return before

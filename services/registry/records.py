@@ -239,11 +239,14 @@ class ArtifactRecord:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who makes a call; the identity the audit log records."""
+    """Who makes a call; the identity the audit log records. ``authenticated``: proven
+    by a bearer token, so ``roles`` and ``team`` are enforced (ownership.py)."""
 
     identity: str
     roles: tuple[str, ...] = ()
     trace_id: str = ""
+    team: str = ""
+    authenticated: bool = False
 
 
 @dataclass(frozen=True)

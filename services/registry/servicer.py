@@ -9,7 +9,7 @@ from opentelemetry import trace
 from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc as pb_grpc
 from services.common.errors import InvalidArgument
-from services.common.identity import identity
+from services.common.identity import principal
 from services.common.rpc import Context
 from services.registry import convert
 from services.registry.aliases import Aliases, GateRefused
@@ -22,10 +22,13 @@ from services.registry.uploads import Uploads
 
 
 def caller(context: Context) -> Caller:
-    """Who is calling, and the trace the call belongs to."""
+    """Who is calling (the token's subject when auth is on, else ``x-keel-user``), and the
+    trace the call belongs to."""
     span = trace.get_current_span().get_span_context()
     trace_id = format(span.trace_id, "032x") if span.is_valid else ""
-    return Caller(identity(context), (), trace_id)
+    who = principal(context)
+    roles = tuple(sorted(who.roles))
+    return Caller(who.subject, roles, trace_id, who.team, who.authenticated)
 
 
 def _full(view: int, default_full: bool) -> bool:
@@ -256,7 +259,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             raise invalid("reference", f"expected 'model@alias', got {request.reference!r}")
         check_id("reference", model)
         check_id("reference", alias)
-        as_of = convert.micros(request.as_of) if request.HasField("as_of") else None
+        as_of = convert.micros(request.as_of, "as_of") if request.HasField("as_of") else None
         full = _full(request.view, True)
         held, version = await self.aliases.resolve(model, alias, as_of, profile=full)
         return pb.ResolveAliasResponse(
@@ -267,8 +270,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     async def ListAliasHistory(
         self, request: pb.ListAliasHistoryRequest, context: Context
     ) -> pb.ListAliasHistoryResponse:
-        start = convert.micros(request.start_time) if request.HasField("start_time") else None
-        end = convert.micros(request.end_time) if request.HasField("end_time") else None
+        has = request.HasField
+        start = convert.micros(request.start_time, "start_time") if has("start_time") else None
+        end = convert.micros(request.end_time, "end_time") if has("end_time") else None
         found, nxt = await self.aliases.history(
             model_id("parent", request.parent),
             request.alias,
@@ -346,7 +350,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         if after is not None and after < 0:
             raise invalid("after_sequence", f"expected 0 or more, got {after}")
         models = [model_id("models", name) for name in request.models]
-        interval = request.heartbeat_interval.ToTimedelta().total_seconds() or 15.0
+        interval = convert.seconds(request.heartbeat_interval, "heartbeat_interval") or 15.0
         stream = self.changes.watch(
             after, models, convert.change_types(request.types), max(interval, 1.0)
         )

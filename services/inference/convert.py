@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +21,12 @@ import numpy.typing as npt
 from keel.common.v1 import schema_pb2
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.registry.v1 import model_pb2
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+)
 from services.inference.records import (
     DType,
     FeatureSpec,
@@ -80,9 +86,24 @@ def answers_raw(request: oip.ModelInferRequest) -> bool:
     return len(request.raw_input_contents) > 0
 
 
-def decode_inputs(request: oip.ModelInferRequest) -> dict[str, DecodedTensor]:
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for: rows (first dimension), elements per tensor, and
+    bytes per BYTES element. Over a limit is RESOURCE_EXHAUSTED (rows, elements) or
+    INVALID_ARGUMENT (a string longer than allowed), checked before any data is decoded
+    where the declared shape tells."""
+
+    max_rows: int = 100_000
+    max_elements: int = 16 * 1024 * 1024
+    max_string_bytes: int = 64 * 1024
+
+
+def decode_inputs(
+    request: oip.ModelInferRequest, limits: Limits = Limits()
+) -> dict[str, DecodedTensor]:
     """The request's inputs by name, each shaped as declared (numeric data as zero-copy
-    views of raw contents). Any malformed input is ``InvalidArgument``."""
+    views of raw contents). Any malformed input is ``InvalidArgument``; one over
+    ``limits`` is ``ResourceExhausted`` (or ``InvalidArgument`` for a long string)."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise _error(
@@ -108,6 +129,7 @@ def decode_inputs(request: oip.ModelInferRequest) -> dict[str, DecodedTensor]:
                 f"input '{name}': expected non-negative dimensions, got {_dims(shape)}",
             )
         count = math.prod(shape)
+        _check_size(name, i, shape, count, limits)
         if raw:
             if tensor.HasField("contents"):
                 raise _error(
@@ -123,8 +145,35 @@ def decode_inputs(request: oip.ModelInferRequest) -> dict[str, DecodedTensor]:
         except ValueError:  # an empty tensor with dims too large for numpy
             message = f"input '{name}': shape {_dims(shape)} is too large"
             raise _error(f"inputs[{i}].shape", message) from None
+        if datatype == "BYTES" and count:
+            _check_strings(name, i, array, limits.max_string_bytes)
         tensors[name] = DecodedTensor(name, datatype, shape, array)
     return tensors
+
+
+def _check_size(name: str, i: int, shape: tuple[int, ...], count: int, limits: Limits) -> None:
+    if shape and shape[0] > limits.max_rows:
+        raise ResourceExhausted(
+            f"input '{name}': {shape[0]} rows is over this server's limit of "
+            f"{limits.max_rows} rows per request; send fewer rows per request",
+            violations=[FieldViolation(f"inputs[{i}].shape", "too many rows")],
+        )
+    if count > limits.max_elements:
+        raise ResourceExhausted(
+            f"input '{name}': shape {_dims(shape)} holds {count} elements, over this "
+            f"server's limit of {limits.max_elements} per tensor",
+            violations=[FieldViolation(f"inputs[{i}].shape", "too many elements")],
+        )
+
+
+def _check_strings(name: str, i: int, array: Array, limit: int) -> None:
+    longest = max(len(value) for value in array.ravel().tolist())
+    if longest > limit:
+        raise _error(
+            f"inputs[{i}]",
+            f"input '{name}': a BYTES element of {longest} bytes is over the limit of "
+            f"{limit} bytes per element",
+        )
 
 
 def _from_raw(name: str, i: int, datatype: str, count: int, data: bytes) -> Array:

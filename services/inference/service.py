@@ -21,6 +21,7 @@ from services.common.tls import channel_credentials
 from services.inference import upstream
 from services.inference.batching import Batcher, Predict
 from services.inference.cache import LocalCache
+from services.inference.convert import Limits
 from services.inference.metrics import InferenceCollector
 from services.inference.prediction_log import PredictionLog, open_prediction_log
 from services.inference.predictions import PredictionRecord
@@ -113,7 +114,11 @@ async def _serving(
     metrics.register(InferenceCollector(server, shadows, prediction_log))
     stop = asyncio.Event()
     follower = asyncio.create_task(server.follow(stop, settings.registry_retry_s))
-    servicer = InferenceServicer(server, sink, shadows, provider.get_tracer("keel.inference"))
+    limits = Limits(
+        settings.max_request_rows, settings.max_tensor_elements, settings.max_string_bytes
+    )
+    tracer = provider.get_tracer("keel.inference")
+    servicer = InferenceServicer(server, sink, shadows, tracer, limits)
     keel_servicer = KeelInferenceServicer(server)
     bindings = [
         ServiceBinding(

@@ -40,8 +40,10 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         predictions: PredictionSink,
         shadows: Shadows,
         tracer: Tracer | None = None,
+        limits: convert.Limits | None = None,
     ) -> None:
         self.server = server
+        self.limits = limits or convert.Limits()
         self.tracer = tracer or NoOpTracer()
         self.predictions = predictions
         self.shadows = shadows
@@ -84,7 +86,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         target = await self.server.target(request.model_name, request.model_version, sticky)
         version = target.version
         with span_if_recording(self.tracer, "keel.inference.validate"):
-            tensors = convert.decode_inputs(request)
+            tensors = convert.decode_inputs(request, self.limits)
             features = to_features(version.info.signature, tensors)
         outputs = await version.batcher.submit(features)
         prediction_id = request.id or new_prediction_id()

@@ -25,6 +25,15 @@ class InferenceSettings(ServerSettings):
     max_batch_delay_s: float = Field(
         default=0.0005, ge=0, description="Longest wait for more requests to batch with."
     )
+    max_request_rows: int = Field(
+        default=100_000, ge=1, description="Rows one request may send (RESOURCE_EXHAUSTED above)."
+    )
+    max_tensor_elements: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="Elements one input tensor may hold."
+    )
+    max_string_bytes: int = Field(
+        default=64 * 1024, ge=1, description="Bytes one BYTES element may hold."
+    )
     max_queue: int = Field(default=1024, ge=1, description="Requests waiting per version.")
     predict_threads: int = Field(default=2, ge=1, description="Threads running model calls.")
     model_threads: int = Field(default=1, ge=1, description="XGBoost threads per model call.")

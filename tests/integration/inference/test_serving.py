@@ -156,3 +156,17 @@ async def test_prometheus_counts_rows_and_calls(tmp_path: Path) -> None:
             calls = sample("keel_inference_model_calls_total", labels)
             assert calls is not None and 1 <= calls <= 3
             assert sample("keel_inference_queue_depth", labels) == 0
+
+
+async def test_a_request_over_the_row_limit_is_resource_exhausted(tmp_path: Path) -> None:
+    async with churn_in_production(tmp_path) as (_, port):
+        async with running_inference(port, tmp_path / "inference", max_request_rows=10) as served:
+            fits = await served.stub.ModelInfer(raw_request("churn", training_data()[0][:10]))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await served.stub.ModelInfer(raw_request("churn", training_data()[0][:11]))
+    assert fits.outputs[0].shape == [10]
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.details() == (
+        "input 'features': 11 rows is over this server's limit of 10 rows per request; "
+        "send fewer rows per request"
+    )

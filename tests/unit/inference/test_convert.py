@@ -12,7 +12,13 @@ import pytest
 from keel.common.v1 import schema_pb2
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.registry.v1 import model_pb2
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+)
+from services.inference import convert
 from services.inference.convert import (
     DecodedTensor,
     answers_raw,
@@ -480,3 +486,29 @@ def test_a_version_the_registry_should_have_refused_cannot_be_served() -> None:
         caught.value.message
         == "models/churn/versions/3: feature 'x' has no dtype or kind; cannot serve it"
     )
+
+
+def test_rows_over_the_limit_are_refused_before_decoding() -> None:
+    request = oip.ModelInferRequest(model_name="m")
+    request.inputs.add(name="features", datatype="FP32", shape=[1001, 4])
+    request.raw_input_contents.append(b"")  # never read: the shape alone is refused
+    with pytest.raises(ResourceExhausted, match=r"input 'features': 1001 rows is over .* 1000"):
+        convert.decode_inputs(request, convert.Limits(max_rows=1000))
+
+
+def test_a_tensor_over_the_element_limit_is_refused() -> None:
+    request = oip.ModelInferRequest(model_name="m")
+    request.inputs.add(name="features", datatype="FP32", shape=[10, 2_000_000])
+    request.raw_input_contents.append(b"")
+    with pytest.raises(ResourceExhausted, match=r"holds 20000000 elements, over .* 1000000"):
+        convert.decode_inputs(request, convert.Limits(max_elements=1_000_000))
+
+
+def test_a_string_over_the_length_limit_is_refused() -> None:
+    request = oip.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="city", datatype="BYTES", shape=[2])
+    tensor.contents.bytes_contents.extend([b"paris", b"x" * 300])
+    with pytest.raises(InvalidArgument, match=r"input 'city': a BYTES element of 300 bytes"):
+        convert.decode_inputs(request, convert.Limits(max_string_bytes=256))
+    within = convert.decode_inputs(request, convert.Limits(max_string_bytes=300))
+    assert within["city"].array.tolist() == [b"paris", b"x" * 300]

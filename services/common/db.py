@@ -186,13 +186,15 @@ class Database:
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` says the database server is down or went away mid-call (retrying
     later may succeed), rather than that the statement or the data were wrong."""
-    if isinstance(error, exc.DisconnectionError):
+    if isinstance(error, exc.DisconnectionError | exc.TimeoutError):  # gone, or pool exhausted
         return True
     if not isinstance(error, exc.DBAPIError):
         return False
     if error.connection_invalidated:
         return True
     orig = error.orig
+    if isinstance(orig, psycopg.InterfaceError):  # the connection was closed under us
+        return True
     if not isinstance(orig, psycopg.OperationalError):
         return False
     return orig.sqlstate is None or orig.sqlstate.startswith(_OUTAGE_SQLSTATES)

@@ -202,7 +202,10 @@ async def test_postgres_restart_under_load_fails_cleanly_and_loses_nothing(
         f"restart; {len(load.registered)} versions registered"
     )
     # Failures are clean: UNAVAILABLE only, while the database was away, no leaked detail.
-    assert {c.code for c in calls} <= {grpc.StatusCode.OK, UNAVAILABLE}, load.outcomes.failed()
+    assert {c.code for c in calls} <= {grpc.StatusCode.OK, UNAVAILABLE}, (
+        load.outcomes.failed(),
+        registry.output()[-4000:],
+    )
     assert load.outcomes.leaks() == []
     assert any(c.code == UNAVAILABLE for c in during), "the outage was not felt"
     assert all(c.started <= restarted_at + SETTLE_S for c in load.outcomes.failed()), [

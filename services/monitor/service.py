@@ -35,6 +35,7 @@ from services.monitor.ingest import Ingestor, expire
 from services.monitor.jetstream_consumer import JetStreamConsumer
 from services.monitor.labels import Feedback
 from services.monitor.predictions import Predictions
+from services.monitor.rates import RowRates
 from services.monitor.references import References
 from services.monitor.reports import Reports
 from services.monitor.scope import Aggregates
@@ -101,6 +102,7 @@ def build_monitor(
         Exchange(db, references, source_id(settings, url), settings.bucket_s),
         settings.max_in_flight_batches,
         alerting,
+        RowRates(settings.max_rows_per_s, settings.max_batch_rows),
     )
     return Monitor(db, servicer, alerting, guards)
 

@@ -24,6 +24,7 @@ from services.monitor.exchange import Exchange
 from services.monitor.ingest import DUPLICATE, BatchResult, Ingestor
 from services.monitor.labels import Feedback
 from services.monitor.predictions import Predictions
+from services.monitor.rates import RowRates
 from services.monitor.reports import Reports
 
 
@@ -84,10 +85,12 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
         predictions: Predictions,
         exchange: Exchange,
         window: int,
+        rates: RowRates | None = None,
     ) -> None:
         self.ingestor, self.feedback, self.reports = ingestor, feedback, reports
         self.predictions, self.exchange = predictions, exchange
         self.window = window
+        self.rates = rates or RowRates(0, 0)
         self.streams = Streams()
 
     async def LogPredictions(
@@ -152,6 +155,10 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
                         f"batch.producer_id: expected '{producer}' (named in open), "
                         f"got '{message.batch.producer_id}'"
                     )
+                # Over the producer's rate: not read further until its rows are due.
+                pause = self.rates.reserve(producer, message.batch.row_count)
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 # Prepared here, one batch at a time, so batches are applied in stream order.
                 try:
                     reference = await self.ingestor.prepare(message.batch)
@@ -171,6 +178,7 @@ class MonitorRpcs(pb_grpc.MonitorServiceServicer):
     async def LogPredictionBatch(
         self, request: pb.LogPredictionBatchRequest, context: Context
     ) -> pb.LogPredictionBatchResponse:
+        self.rates.take_now(request.batch.producer_id, request.batch.row_count)
         result = await self.ingestor.submit(request.batch)
         return pb.LogPredictionBatchResponse(ack=ack(request.batch, result, self.window))
 
@@ -246,6 +254,7 @@ class MonitorServicer(AlertRpcs, MonitorRpcs):
         exchange: Exchange,
         window: int,
         alerting: Alerting,
+        rates: RowRates | None = None,
     ) -> None:
-        super().__init__(ingestor, feedback, reports, predictions, exchange, window)
+        super().__init__(ingestor, feedback, reports, predictions, exchange, window, rates)
         self.alerting = alerting

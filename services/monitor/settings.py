@@ -44,6 +44,12 @@ class MonitorSettings(DatabaseSettings):
     max_in_flight_batches: int = Field(
         default=16, ge=1, le=1024, description="Flow-control window of a LogPredictions stream."
     )
+    max_rows_per_s: float = Field(
+        default=0,
+        ge=0,
+        description="Rows per second one producer may log (0: no limit); a stream over it is "
+        "paced, a LogPredictionBatch call refused with RESOURCE_EXHAUSTED.",
+    )
     alert_eval_interval_s: float = Field(
         default=60.0, gt=0, description="Alert rules are evaluated at least this often."
     )

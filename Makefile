@@ -10,7 +10,7 @@ BUF := node_modules/.bin/buf
 PYTEST := $(PY) -m pytest
 TYPED := services clients/python/keel tools tests
 
-.PHONY: help run test check lint format protos ts bench unit integration e2e load faults fuzz clean soak
+.PHONY: help run test check lint format protos ts bench unit integration e2e load faults fuzz clean soak fuzz-slow
 
 help:
 	@echo "make run     set up and start the suite (keel up) with a demo model"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint    ruff, ruff format --check, mypy --strict, stale stubs, buf lint/format/breaking"
 	@echo "make protos  regenerate the Python and TypeScript stubs (clients/) from protos/"
 	@echo "make bench   print benchmark figures and ratios"
+	@echo "make soak    the CI load test for 30 minutes; make fuzz-slow: 10,000 fuzz examples per service"
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -98,6 +99,11 @@ $(BENCH_VENV)/.installed: Makefile
 
 bench: $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(PY) -m bench
+
+# The fuzz tier at 10,000 examples per service (make test runs 500), with a fresh seed.
+fuzz-slow: $(TEST_SETUP)
+	KEEL_FUZZ_EXAMPLES=$${KEEL_FUZZ_EXAMPLES:-10000} KEEL_FUZZ_SEED=$${KEEL_FUZZ_SEED:-random} \
+		$(PYTEST) -m fuzz tests/fuzz
 
 # The CI load test's scenario (tests/load/test_ci_load.py) for 30 minutes (KEEL_LOAD_DURATION_S
 # overrides), on the PostgreSQL .ci/run uses unless KEEL_TEST_DATABASE_URL says otherwise.

@@ -7,11 +7,8 @@ asserted."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -24,31 +21,12 @@ from keel.monitor.v1 import reports_pb2 as rp
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from tests.support.inference import raw_request
 from tests.support.monitor import frame, log_classifier
-from tests.support.processes import serve_argv, spawn, start_service, wait_ready
+from tests.support.processes import processes, serve_argv, spawn, start_service, wait_ready
 from tests.support.registry import Client
 
 pytestmark = pytest.mark.e2e
 CLIENTS = 32
 BEFORE_S, OUTAGE_S, AFTER_S = 8.0, 30.0, 8.0
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-
-
-@contextmanager
-def stopped_at_exit(procs: list[subprocess.Popen[str]]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
 
 
 def start_monitor(tmp: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
@@ -111,8 +89,7 @@ async def rows_counted(stub: pb_grpc.MonitorServiceAsyncStub) -> int:
 async def test_monitor_killed_for_30s_under_load_counts_every_prediction_once(
     tmp_path: Path,
 ) -> None:
-    procs: list[subprocess.Popen[str]] = []
-    with stopped_at_exit(procs):
+    with processes() as procs:
         registry, registry_address = start_service("registry", tmp_path, "registry")
         procs.append(registry)
         version = await log_classifier(registry_address, "churn")

@@ -4,7 +4,6 @@ the same rows through two monitors, merged, answer like one monitor that saw the
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -18,20 +17,9 @@ from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from keel.monitor.v1 import reports_pb2 as rp
 from tests.support.monitor import batch, feedback, frame, labels_for, log_classifier
-from tests.support.processes import start_service
+from tests.support.processes import start_service, stop
 
 ROWS = 200
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM (SIGKILL after 15 s), then collect the output so the pipe is closed."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
 
 
 @contextmanager
@@ -40,7 +28,7 @@ def registry(tmp: Path) -> Iterator[str]:
     try:
         yield address
     finally:
-        stop(proc)
+        stop(proc, grace_s=15)
 
 
 def batches(version: int, count: int) -> list[ingest_pb2.PredictionBatch]:
@@ -105,7 +93,7 @@ async def test_sigkill_loses_nothing_acknowledged_and_resends_count_once(tmp_pat
         sent = batches(version, 60)
         try:
             acked = await send_until_killed(address, sent, proc, kill_after=25)
-            stop(proc)
+            stop(proc, grace_s=15)
             assert acked >= 25
             proc, address = start_service("monitor", tmp_path, "monitor", env)
             async with grpc.aio.insecure_channel(address) as channel:
@@ -127,7 +115,7 @@ async def test_sigkill_loses_nothing_acknowledged_and_resends_count_once(tmp_pat
                 assert replies[-1].ack.applied_through_sequence == 60
                 assert await rows_counted(stub) == 60 * ROWS
         finally:
-            stop(proc)
+            stop(proc, grace_s=15)
 
 
 async def report(stub: pb_grpc.MonitorServiceAsyncStub) -> tuple[object, ...]:
@@ -190,4 +178,4 @@ async def test_two_monitors_merged_answer_like_one(tmp_path: Path) -> None:
                 await channel.close(None)
         finally:
             for proc in procs:
-                stop(proc)
+                stop(proc, grace_s=15)

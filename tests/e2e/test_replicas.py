@@ -7,11 +7,8 @@ answer of one is in test_monitor_processes.py."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -24,30 +21,10 @@ from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc as pb_grpc
 from tests.support.inference import raw_request
 from tests.support.postgres import SKIP_REASON, admin_url, fresh_database
-from tests.support.processes import start_service
+from tests.support.processes import processes, start_service, stop
 from tests.support.registry import Client, training_data, xgboost_artifact
 
 ROUND_ROBIN = [("grpc.lb_policy_name", "round_robin")]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-
-
-@contextmanager
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    try:
-        yield started
-    finally:
-        for proc in reversed(started):
-            stop(proc)
 
 
 def registries(tmp: Path, database_url: str, procs: list[subprocess.Popen[str]]) -> list[str]:

@@ -6,7 +6,6 @@ the right parent, all in the caller's trace."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from tests.support.inference import raw_request
 from tests.support.monitor import frame, labels_for, log_classifier
-from tests.support.processes import start_service
+from tests.support.processes import start_service, stop
 from tests.support.registry import Client
 from tests.support.tracing import Collector, Exported, otlp_collector
 
@@ -44,7 +43,7 @@ class Processes:
         """In a thread: the collector these processes flush to runs on this loop."""
         while self.running:
             service, proc = self.running.pop()
-            self.outputs[service] = await asyncio.to_thread(_stop, proc)
+            self.outputs[service] = await asyncio.to_thread(stop, proc, 30)
 
     def kill_remaining(self) -> None:
         """After a failure: nothing is left running."""
@@ -55,17 +54,6 @@ class Processes:
 
     def report(self) -> str:
         return "\n".join(f"--- {name} ---\n{out[-3000:]}" for name, out in self.outputs.items())
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        output, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        output, _ = proc.communicate()
-    return output or ""
 
 
 def register_another(address: str, name: str) -> int:

@@ -23,7 +23,7 @@ import pytest
 
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from tests.support.inference import raw_request
-from tests.support.processes import ROOT, python_env, serve_argv, wait_ready
+from tests.support.processes import ROOT, python_env, serve_argv, stop, wait_ready
 
 T = TypeVar("T")
 # Words that only a leaked stack trace or SQL error would put in a status message.
@@ -85,12 +85,7 @@ class ServiceProcess:
         """SIGTERM, SIGKILL after 15 s; nothing when not running."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, grace_s=15)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

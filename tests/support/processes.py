@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.common.service import Listening, read_ready_file
@@ -78,3 +80,27 @@ def start_service(
     ready.unlink(missing_ok=True)
     proc = spawn(serve_argv(service, tmp / name, ready), env=env)
     return proc, wait_ready(proc, ready).address
+
+
+def stop(proc: subprocess.Popen[str], grace_s: float = 20) -> str:
+    """SIGTERM (SIGKILL after ``grace_s``), then collect the piped output, which closes
+    the pipe; the output ("" when not piped or already collected)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        output, _ = proc.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    return output or ""
+
+
+@contextmanager
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """A list to add started processes to; each is stopped at exit, the last first."""
+    started: list[subprocess.Popen[str]] = []
+    try:
+        yield started
+    finally:
+        for proc in reversed(started):
+            stop(proc)

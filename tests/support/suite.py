@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -26,7 +25,7 @@ from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from keel.registry.v1 import deployment_pb2, event_pb2, model_pb2
 from keel.registry.v1 import registry_pb2 as rpb
-from tests.support.processes import ROOT, python_env, serve_argv, wait_ready
+from tests.support.processes import ROOT, python_env, serve_argv, stop, wait_ready
 from tests.support.registry import Artifact, training_data
 
 CONCURRENCY = 16
@@ -61,17 +60,6 @@ class Suite:
         )
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM, SIGKILL after 15 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextmanager
 def service(tmp: Path, name: str, env: Mapping[str, str]) -> Iterator[Process]:
     """``keel <name> serve`` with its output in ``tmp/name.log`` (a file, not a pipe that
@@ -93,7 +81,7 @@ def service(tmp: Path, name: str, env: Mapping[str, str]) -> Iterator[Process]:
             raise AssertionError(f"{error}\n{log.read_text(errors='replace')}") from None
         yield Process(proc, address, log)
     finally:
-        stop(proc)
+        stop(proc, grace_s=15)
 
 
 @contextmanager

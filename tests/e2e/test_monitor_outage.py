@@ -15,14 +15,13 @@ import grpc
 import numpy as np
 import pytest
 
-from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import monitor_pb2_grpc as pb_grpc
-from keel.monitor.v1 import reports_pb2 as rp
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from tests.support.inference import raw_request
 from tests.support.monitor import frame, log_classifier
 from tests.support.processes import processes, serve_argv, spawn, start_service, wait_ready
 from tests.support.registry import Client
+from tests.support.suite import rows_counted, scope
 
 pytestmark = pytest.mark.e2e
 CLIENTS = 32
@@ -79,13 +78,6 @@ class Load:
         return "\n".join(lines)
 
 
-async def rows_counted(stub: pb_grpc.MonitorServiceAsyncStub) -> int:
-    reply = await stub.ComputeDataQuality(
-        pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/churn")), timeout=30
-    )
-    return int(reply.report.row_count)
-
-
 async def test_monitor_killed_for_30s_under_load_counts_every_prediction_once(
     tmp_path: Path,
 ) -> None:
@@ -128,12 +120,12 @@ async def test_monitor_killed_for_30s_under_load_counts_every_prediction_once(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{monitor_port}") as channel:
             monitor_stub = pb_grpc.MonitorServiceStub(channel)
             deadline = time.monotonic() + 90
-            counted = await rows_counted(monitor_stub)
+            counted = await rows_counted(monitor_stub, scope("churn"), timeout_s=30)
             while counted < load.answered and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
-                counted = await rows_counted(monitor_stub)
+                counted = await rows_counted(monitor_stub, scope("churn"), timeout_s=30)
             await asyncio.sleep(1.0)  # a resent batch counted twice would show by now
-            counted = await rows_counted(monitor_stub)
+            counted = await rows_counted(monitor_stub, scope("churn"), timeout_s=30)
         print(f"monitor counted {counted}")
     assert load.failures == []
     assert load.latencies["outage"], "the load stopped during the outage"

@@ -14,20 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
 from keel.monitor.v1 import monitor_pb2 as pb
-from keel.monitor.v1 import reports_pb2 as rp
 from keel.oip.v2 import open_inference_pb2 as oip
 from services.inference.shipping import pii_digest
 from tests.support.inference import Inference, raw_request, running_inference
-from tests.support.monitor import Monitor, frame, log_classifier, running_monitor
+from tests.support.monitor import frame, log_classifier, running_monitor
 from tests.support.registry import Client, running_registry
+from tests.support.suite import rows_counted, scope
 
 pytestmark = pytest.mark.integration
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CHURN = scope("churn")
 
 
 @dataclass
@@ -67,18 +67,6 @@ def inference_of(suite: Suite, monitor_address: str, **overrides: Any) -> Any:
         prediction_log_retry_s=0.1,
         **overrides,
     )
-
-
-async def rows_counted(monitor: Monitor) -> int:
-    try:
-        report = await monitor.stub.ComputeDataQuality(
-            pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/churn"))
-        )
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:  # nothing logged yet
-            return 0
-        raise
-    return int(report.report.row_count)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
@@ -121,11 +109,11 @@ async def test_every_answered_row_is_counted_once_with_its_id_and_trace(tmp_path
             total = 3 + 20 + 35
 
             async def all_counted() -> bool:
-                return await rows_counted(monitor) >= total
+                return await rows_counted(monitor.stub, CHURN) >= total
 
             await eventually(all_counted)
             await asyncio.sleep(0.3)  # anything counted twice would show by now
-            assert await rows_counted(monitor) == total
+            assert await rows_counted(monitor.stub, CHURN) == total
             assert sample(served, "keel_prediction_log_delivered_rows_total") == total
             assert sample(served, "keel_prediction_log_dropped_rows_total") == 0
             assert sample(served, "keel_prediction_log_spooled_rows") == 0  # all acknowledged
@@ -156,16 +144,16 @@ async def test_rows_wait_in_the_spool_while_the_monitor_is_down(tmp_path: Path) 
             async with monitor_of(suite, port=port) as monitor:
 
                 async def all_counted() -> bool:
-                    return await rows_counted(monitor) >= 200
+                    return await rows_counted(monitor.stub, CHURN) >= 200
 
                 await eventually(all_counted)
                 await send(served, 10, 1, seed=3)
 
                 async def later_too() -> bool:
-                    return await rows_counted(monitor) >= 210
+                    return await rows_counted(monitor.stub, CHURN) >= 210
 
                 await eventually(later_too)
-                assert await rows_counted(monitor) == 210
+                assert await rows_counted(monitor.stub, CHURN) == 210
                 assert sample(served, "keel_prediction_log_spooled_rows") == 0
     assert answered_in < 5  # requests never waited for the monitor
 
@@ -201,10 +189,10 @@ async def test_a_full_spool_drops_its_oldest_batches_and_counts_them(
             async with monitor_of(suite, port=port) as monitor:
 
                 async def replayed() -> bool:
-                    return await rows_counted(monitor) >= kept
+                    return await rows_counted(monitor.stub, CHURN) >= kept
 
                 await eventually(replayed)
-                assert await rows_counted(monitor) == kept
+                assert await rows_counted(monitor.stub, CHURN) == kept
     assert "prediction-log spool full: dropped" in caplog.text
 
 
@@ -222,7 +210,7 @@ async def test_pii_features_are_hashed_or_dropped_before_leaving_inference(
                 await served.stub.ModelInfer(raw_request("churn", x, request_id="p"))
 
                 async def counted() -> bool:
-                    return await rows_counted(monitor) >= 4
+                    return await rows_counted(monitor.stub, CHURN) >= 4
 
                 await eventually(counted)
                 found = await monitor.stub.GetPrediction(

@@ -16,15 +16,16 @@ import pytest
 
 from services.common.jetstream import StreamNames
 from tests.integration.test_prediction_log import (
+    CHURN,
     Suite,
     churn_classifier,
     eventually,
-    rows_counted,
     sample,
     send,
 )
 from tests.support.inference import running_inference
 from tests.support.monitor import Monitor, running_monitor
+from tests.support.suite import rows_counted
 
 NATS_URL = "nats://127.0.0.1:4222"
 
@@ -56,11 +57,11 @@ def monitor_on(suite: Suite, names: StreamNames) -> Any:
 
 async def counted(monitor: Monitor, rows: int) -> None:
     async def reached() -> bool:
-        return await rows_counted(monitor) >= rows
+        return await rows_counted(monitor.stub, CHURN) >= rows
 
     await eventually(reached, timeout_s=30)
     await asyncio.sleep(0.5)  # a message applied twice would show by now
-    assert await rows_counted(monitor) == rows
+    assert await rows_counted(monitor.stub, CHURN) == rows
 
 
 async def test_monitor_restarted_mid_traffic_counts_every_prediction_once(

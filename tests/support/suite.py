@@ -203,12 +203,14 @@ def scope(model: str, **fields: object) -> reports_pb2.ReportScope:
 
 
 async def rows_counted(
-    monitor: mpb_grpc.MonitorServiceAsyncStub, where: reports_pb2.ReportScope
+    monitor: mpb_grpc.MonitorServiceAsyncStub,
+    where: reports_pb2.ReportScope,
+    timeout_s: float = 10,
 ) -> int:
     """Rows the monitor holds in ``where`` (0 while it has never heard of the model)."""
     try:
         reply = await monitor.ComputeDataQuality(
-            mpb.ComputeDataQualityRequest(scope=where), timeout=10
+            mpb.ComputeDataQualityRequest(scope=where), timeout=timeout_s
         )
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.NOT_FOUND:

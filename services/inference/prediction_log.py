@@ -30,7 +30,7 @@ from services.inference.delivery import Delivery, Sender
 from services.inference.jetstream_delivery import JetStreamDelivery
 from services.inference.settings import InferenceSettings
 from services.inference.shipping import Shipper
-from services.inference.spool import Spool, claim_directory, producer_id
+from services.inference.spool import Spool, claim_directory, producer_id, write_once
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,8 @@ def pii_key(settings: InferenceSettings) -> bytes:
     configured = settings.pii_hash_key.get_secret_value()
     if configured:
         return configured.encode()
-    path = settings.data_dir / "pii.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(secrets.token_hex(32))
-        partial.chmod(0o600)
-        with contextlib.suppress(FileExistsError):
-            os.link(partial, path)  # first writer wins; the others read its key
-        partial.unlink()
-    return path.read_text().strip().encode()
+    stored = write_once(settings.data_dir / "pii.key", lambda: secrets.token_hex(32), mode=0o600)
+    return stored.strip().encode()
 
 
 @asynccontextmanager

@@ -26,6 +26,7 @@ import struct
 import threading
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby, islice
 from pathlib import Path
@@ -315,12 +316,20 @@ def claim_directory(root: Path) -> tuple[Path, Claim]:
 
 def producer_id(directory: Path) -> str:
     """The producer identity stored in ``directory/producer``, created on first use."""
-    path = directory / "producer"
+    return write_once(
+        directory / "producer", lambda: f"{socket.gethostname()[:115]}/{uuid4().hex[:12]}"
+    )
+
+
+def write_once(path: Path, make: Callable[[], str], *, mode: int = 0o644) -> str:
+    """The text stored at ``path``; the first caller stores ``make()`` there (written
+    whole and fsynced under a temporary name, with ``mode``, then linked), and a later or
+    concurrent caller reads what the first stored, never replacing it."""
     if not path.exists():
-        value = f"{socket.gethostname()[:115]}/{uuid4().hex[:12]}"
-        temporary = _write_temporary(directory, value)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _write_temporary(path.parent, make(), mode)
         try:
-            os.link(temporary, path)  # never replaces a value another caller stored first
+            os.link(temporary, path)
         except FileExistsError:
             pass
         finally:
@@ -328,9 +337,10 @@ def producer_id(directory: Path) -> str:
     return path.read_text()
 
 
-def _write_temporary(directory: Path, text: str) -> Path:
+def _write_temporary(directory: Path, text: str, mode: int = 0o644) -> Path:
     temporary = directory / f".{uuid4().hex}.tmp"
-    with temporary.open("w") as file:
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as file:
         file.write(text)
         file.flush()
         os.fsync(file.fileno())

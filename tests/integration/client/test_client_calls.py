@@ -33,6 +33,7 @@ from keel.client import (
 from keel.common.v1 import metric_pb2
 from keel.monitor.v1 import alerts_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
+from keel.registry.v1 import deployment_pb2, registry_pb2
 from tests.support.inference import running_inference
 from tests.support.monitor import Monitor, frame, labels_for, running_monitor
 from tests.support.registry import running_registry
@@ -253,3 +254,22 @@ def accuracy_rule(model: str) -> alerts_pb2.AlertRule:
         min_samples=10,
         severity=alerts_pb2.ALERT_SEVERITY_CRITICAL,
     )
+
+
+async def test_a_deployment_name_predicts_with_its_models_class_labels(tmp_path: Path) -> None:
+    model, train, truth = churn()
+    async with running(tmp_path) as suite:
+        keel = suite.keel
+        await promoted(keel, "churn", model, train, truth)
+        route = deployment_pb2.Route(target="models/churn/aliases/production", weight=100)
+        request = registry_pb2.CreateDeploymentRequest(
+            deployment=deployment_pb2.Deployment(model="models/churn", routes=[route]),
+            deployment_id="churn-api",
+        )
+        await call(keel.registry.call, keel.registry.stub.CreateDeployment, request)
+        await call(keel.wait_ready, "churn-api")
+        x = frame(5, 3)
+        answer = await call(keel.predict, "churn-api", x)
+    assert answer.class_labels == ("0", "1")  # learnt from the deployment's model
+    assert answer.label is not None
+    assert answer.label.tolist() == [str(v) for v in model.predict(x)]

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from keel.client.connection import Connection, needs_ml
-from keel.client.errors import DeadlineExceeded, InvalidArgument, KeelError, NotFound, invoke
+from keel.client.errors import DeadlineExceeded, InvalidArgument, KeelError, NotFound
 from keel.client.results import (
     Explanation,
     Prediction,
@@ -16,7 +16,7 @@ from keel.client.results import (
     explanation_from,
     prediction_from,
 )
-from keel.registry.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+from keel.registry.v1 import model_pb2
 
 if TYPE_CHECKING:
     from keel.client.tensors import Layout, Parameter
@@ -136,9 +136,4 @@ class InferenceCalls(Connection):
         """``name`` when it is a model, else the model of the deployment ``name``."""
         if self.registry.find_model(name) is not None:
             return name
-        stub = registry_pb2_grpc.RegistryServiceStub(self._registry_channel())
-        request = registry_pb2.GetDeploymentRequest(name=f"deployments/{name}")
-        response = invoke(
-            stub.GetDeployment, request, timeout=self.timeout, metadata=self._identity
-        )
-        return response.deployment.model.removeprefix("models/")
+        return self.registry.get_deployment(name).model.removeprefix("models/")

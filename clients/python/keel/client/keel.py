@@ -42,11 +42,11 @@ from keel.client.connection import (
     check_model_id,
 )
 from keel.client.errors import AlreadyExists, DeadlineExceeded, RegistrationFailed
-from keel.client.loading import ModelReference, download, load_artifact
+from keel.client.loading import ModelReference, load_artifact
 from keel.client.objectives import parse_objectives
 from keel.client.registry import version_name
 from keel.common.v1 import metric_pb2, schema_pb2
-from keel.registry.v1 import model_pb2, registry_pb2_grpc
+from keel.registry.v1 import model_pb2
 
 __all__ = [
     "DEFAULT_INFERENCE",
@@ -265,10 +265,8 @@ class Keel(InferenceCalls, LoggingCalls, ReportCalls):
             found = self.registry.resolve(f"{wanted.model}@{wanted.alias}").model_version
         task = self.registry.get_model(wanted.model).task
         artifact = found.artifact
-        data = download(
-            registry_pb2_grpc.RegistryServiceStub(self._registry_channel()),
+        data = self.registry.download_artifact(
             artifact.sha256,
             timeout=self.timeout + artifact.size_bytes / _DOWNLOAD_BYTES_PER_SECOND,
-            metadata=self._identity,
         )
         return load_artifact(data, sha256=artifact.sha256, flavor=found.flavor, task=task)

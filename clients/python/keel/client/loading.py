@@ -18,12 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from keel.client._optional import require
-from keel.client.errors import ArtifactRefused, translate
+from keel.client.errors import ArtifactRefused
 from keel.common.v1 import schema_pb2
-from keel.registry.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+from keel.registry.v1 import model_pb2
 
 DEFAULT_ALIAS = "production"
 _MODEL_ID = re.compile(r"[a-z0-9-]{1,63}")
@@ -72,25 +70,6 @@ class ModelReference:
         if rest.isdigit() or not _ALIAS.fullmatch(rest):
             raise ValueError(f"reference {reference!r}: {rest!r} is not a version or an alias")
         return cls(model, alias=rest)
-
-
-def download(
-    stub: registry_pb2_grpc.RegistryServiceStub,
-    sha256: str,
-    *,
-    timeout: float,
-    metadata: tuple[tuple[str, str], ...] = (),
-) -> bytes:
-    """The bytes of ``artifacts/{sha256}`` (not verified yet)."""
-    request = registry_pb2.DownloadArtifactRequest(name=f"artifacts/{sha256}")
-    parts: list[bytes] = []
-    try:
-        for message in stub.DownloadArtifact(request, timeout=timeout, metadata=metadata):
-            if message.WhichOneof("content") == "chunk":
-                parts.append(message.chunk)
-    except grpc.RpcError as error:
-        raise translate(error) from None
-    return b"".join(parts)
 
 
 def load_artifact(

@@ -25,8 +25,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from keel.client.errors import NotFound, translate
-from keel.registry.v1 import alias_pb2, model_pb2, registry_pb2, registry_pb2_grpc
+from keel.client.errors import NotFound, invoke, translate
+from keel.registry.v1 import alias_pb2, deployment_pb2, model_pb2, registry_pb2, registry_pb2_grpc
 
 SERVICE = "keel.registry.v1.RegistryService"
 UPLOAD_METHOD = f"{SERVICE}/UploadArtifact"
@@ -107,19 +107,23 @@ class RegistryClient:
     ) -> RegistryClient:
         return cls(registry_pb2_grpc.RegistryServiceStub(channel), timeout=timeout, user=user)
 
-    def _call(self, method: Callable[..., _T], request: Any, **kwargs: Any) -> _T:
+    @property
+    def stub(self) -> registry_pb2_grpc.RegistryServiceStub:
+        """The generated stub, for RPCs this class has no method for (use ``call``)."""
+        return self._stub
+
+    def call(self, method: Callable[..., _T], request: Any, **kwargs: Any) -> _T:
+        """``method`` (a unary RPC of ``stub``) with this client's deadline, identity and
+        typed exceptions."""
         kwargs.setdefault("timeout", self._timeout)
         kwargs.setdefault("metadata", self._metadata)
-        try:
-            return method(request, **kwargs)
-        except grpc.RpcError as error:
-            raise translate(error) from None
+        return invoke(method, request, **kwargs)
 
     # Models
 
     def get_model(self, model_id: str) -> model_pb2.Model:
         request = registry_pb2.GetModelRequest(name=model_name(model_id))
-        return self._call(self._stub.GetModel, request).model
+        return self.call(self._stub.GetModel, request).model
 
     def find_model(self, model_id: str) -> model_pb2.Model | None:
         """The model, or None when it does not exist."""
@@ -130,13 +134,13 @@ class RegistryClient:
 
     def create_model(self, model_id: str, model: model_pb2.Model) -> model_pb2.Model:
         request = registry_pb2.CreateModelRequest(model=model, model_id=model_id)
-        return self._call(self._stub.CreateModel, request).model
+        return self.call(self._stub.CreateModel, request).model
 
     def update_model(self, model: model_pb2.Model, paths: list[str]) -> model_pb2.Model:
         request = registry_pb2.UpdateModelRequest(
             model=model, update_mask=field_mask_pb2.FieldMask(paths=paths)
         )
-        return self._call(self._stub.UpdateModel, request).model
+        return self.call(self._stub.UpdateModel, request).model
 
     # Artifacts
 
@@ -144,7 +148,7 @@ class RegistryClient:
         """The stored artifact with that digest, or None."""
         request = registry_pb2.GetArtifactRequest(name=artifact_name(sha256))
         try:
-            return self._call(self._stub.GetArtifact, request).artifact
+            return self.call(self._stub.GetArtifact, request).artifact
         except NotFound:
             return None
 
@@ -160,10 +164,27 @@ class RegistryClient:
         timeout = self._timeout + len(data) / UPLOAD_BYTES_PER_SECOND
         if not (sys.stderr.isatty() if progress is None else progress):
             requests = upload_requests(data, sha256)
-            return self._call(self._stub.UploadArtifact, requests, timeout=timeout).artifact
+            return self.call(self._stub.UploadArtifact, requests, timeout=timeout).artifact
         with upload_progress(len(data), console) as sent:
             requests = upload_requests(data, sha256, sent)
-            return self._call(self._stub.UploadArtifact, requests, timeout=timeout).artifact
+            return self.call(self._stub.UploadArtifact, requests, timeout=timeout).artifact
+
+    def download_artifact(self, sha256: str, *, timeout: float | None = None) -> bytes:
+        """The bytes of ``artifacts/{sha256}`` (not verified here)."""
+        request = registry_pb2.DownloadArtifactRequest(name=f"artifacts/{sha256}")
+        stream = self._stub.DownloadArtifact(
+            request, timeout=timeout or self._timeout, metadata=self._metadata
+        )
+        try:
+            return b"".join(m.chunk for m in stream if m.WhichOneof("content") == "chunk")
+        except grpc.RpcError as error:
+            raise translate(error) from None
+
+    # Deployments
+
+    def get_deployment(self, deployment_id: str) -> deployment_pb2.Deployment:
+        request = registry_pb2.GetDeploymentRequest(name=f"deployments/{deployment_id}")
+        return self.call(self._stub.GetDeployment, request).deployment
 
     # Versions
 
@@ -173,7 +194,7 @@ class RegistryClient:
         request = registry_pb2.CreateModelVersionRequest(
             parent=model_name(model_id), model_version=version, request_id=request_id
         )
-        return self._call(self._stub.CreateModelVersion, request).model_version
+        return self.call(self._stub.CreateModelVersion, request).model_version
 
     def get_model_version(
         self,
@@ -185,7 +206,7 @@ class RegistryClient:
         request = registry_pb2.GetModelVersionRequest(
             name=version_name(model_id, version), view=view
         )
-        return self._call(self._stub.GetModelVersion, request).model_version
+        return self.call(self._stub.GetModelVersion, request).model_version
 
     # Aliases
 
@@ -203,13 +224,13 @@ class RegistryClient:
         )
         if expected_version is not None:
             request.expected_version = expected_version
-        return self._call(self._stub.SetAlias, request)
+        return self.call(self._stub.SetAlias, request)
 
     def get_alias(self, model_id: str, alias: str) -> alias_pb2.Alias:
         request = registry_pb2.GetAliasRequest(name=alias_name(model_id, alias))
-        return self._call(self._stub.GetAlias, request).alias
+        return self.call(self._stub.GetAlias, request).alias
 
     def resolve(self, reference: str) -> registry_pb2.ResolveAliasResponse:
         """``model@alias`` (or ``model@latest``) to the alias and the version it holds."""
         request = registry_pb2.ResolveAliasRequest(reference=reference)
-        return self._call(self._stub.ResolveAlias, request)
+        return self.call(self._stub.ResolveAlias, request)

@@ -23,15 +23,15 @@ TASKS: dict[str, schema_pb2.Task.ValueType] = {
 
 
 class Registry:
-    """``RegistryService`` calls through the client's own stub: its deadline, its
-    ``x-keel-user`` identity, and its typed exceptions."""
+    """``RegistryService`` calls through the client's ``RegistryClient``: its deadline,
+    its ``x-keel-user`` identity, and its typed exceptions."""
 
     def __init__(self, keel: Keel) -> None:
         self._client = keel.registry
-        self.stub: registry_pb2_grpc.RegistryServiceStub = self._client._stub
+        self.stub: registry_pb2_grpc.RegistryServiceStub = self._client.stub
 
     def call(self, method: Callable[..., _T], request: Any) -> _T:
-        return self._client._call(method, request)
+        return self._client.call(method, request)
 
     def pages(self, fetch: Callable[[str], tuple[list[_T], str]], limit: int = 0) -> Iterator[_T]:
         """Every item of a paged listing (at most ``limit``, 0 for all): ``fetch`` takes

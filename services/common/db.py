@@ -5,7 +5,9 @@ SQLite (the embedded default) runs in WAL mode and every write transaction start
 PostgreSQL, rows that serialise writers are locked with ``SELECT … FOR UPDATE``.
 Blocking database work runs in worker threads, one transaction per unit of work. A
 PostgreSQL server that cannot be reached, or goes away mid-call, is ``Unavailable``
-(retry later), never an unknown error.
+(retry later), never an unknown error. A unit of work that loses a race on a unique key
+(two callers inserting the same row at once, which PostgreSQL lets both try) runs again
+once, when the other's row is there to be seen; losing twice is ``Conflict`` (ABORTED).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, exc
 from sqlalchemy.engine import Engine
 
-from services.common.errors import Unavailable
+from services.common.errors import Conflict, Unavailable
 
 WRITE_OPTION = "keel_write"
 GROUP_LIMIT = 64  # units of work committed together at most (SQLite)
@@ -93,8 +95,20 @@ class Database:
         self._busy_lock = threading.Lock()
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
-        with self._writer.begin() as connection:
-            return work(connection)
+        try:
+            with self._writer.begin() as connection:
+                return work(connection)
+        except exc.IntegrityError as error:
+            if not is_unique_violation(error):
+                raise
+        # Units of work are functions of what they read, so running one again is safe.
+        try:
+            with self._writer.begin() as connection:
+                return work(connection)
+        except exc.IntegrityError as error:
+            if not is_unique_violation(error):
+                raise
+            raise Conflict("a concurrent change wrote the same record; retry") from error
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         if self.dialect != "sqlite":
@@ -181,6 +195,14 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def is_unique_violation(error: exc.IntegrityError) -> bool:
+    """Whether ``error`` is a duplicate key (rather than, say, a missing foreign key)."""
+    orig = error.orig
+    if isinstance(orig, psycopg.Error):
+        return orig.sqlstate == "23505"
+    return "UNIQUE constraint failed" in str(orig)
 
 
 def is_outage(error: BaseException) -> bool:

@@ -41,8 +41,9 @@ class Uploads:
             store.insert_artifact(record)
             return record, True
 
-        saved, created = await self.core.write(work)
-        return saved, created and stored.created
+        # The row decides: of callers racing with the same bytes, one inserts it (the
+        # file may be renamed into place by another, or left by an upload that failed).
+        return await self.core.write(work)
 
     async def inspected(self, sha256: str) -> ArtifactRecord | None:
         """Make sure the artifact was loaded safely once (XGBoost files are loaded at their

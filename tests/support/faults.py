@@ -90,6 +90,13 @@ class ServiceProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def errors(self, limit: int = 6000) -> str:
+        """The output from the first logged error or traceback on (what a failed assertion
+        needs to show; the tail of a busy service's log rarely holds it)."""
+        text = self.output()
+        found = [text.find(mark) for mark in (" ERROR ", "Traceback") if mark in text]
+        return text[min(found) :][:limit] if found else text[-limit:]
+
 
 @contextmanager
 def services(tmp: Path) -> Iterator[dict[str, ServiceProcess]]:

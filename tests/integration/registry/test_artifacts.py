@@ -3,6 +3,7 @@ unsafe formats refused and never loaded."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import pickle
@@ -37,6 +38,16 @@ async def test_upload_dedupe_and_download_with_offset(registry: Client) -> None:
         if r.WhichOneof("content") == "chunk"
     ]
     assert b"".join(tail) == artifact.data[100:]
+
+
+async def test_the_same_new_artifact_uploaded_by_many_clients_at_once(registry: Client) -> None:
+    """Every upload of bytes that are new succeeds and exactly one says it created them
+    (on PostgreSQL the racing inserts used to end in a unique violation: INTERNAL)."""
+    for trees in (7, 8, 9):  # a few rounds: the race needs the uploads to overlap
+        artifact = xgboost_artifact(trees=trees)
+        answers = await asyncio.gather(*(registry.upload(artifact) for _ in range(8)))
+        assert {a.artifact.sha256 for a in answers} == {artifact.sha256}
+        assert sum(not a.already_existed for a in answers) == 1
 
 
 async def test_digest_and_size_mismatches_are_refused(registry: Client) -> None:

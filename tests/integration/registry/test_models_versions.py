@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -116,6 +118,18 @@ async def test_a_retried_registration_with_the_same_request_id_creates_one_versi
     assert first.version == again.version == 1
     model = (await registry.stub.GetModel(pb.GetModelRequest(name="models/churn"))).model
     assert model.latest_version == 1
+
+
+async def test_the_same_model_created_by_many_callers_at_once(registry: Client) -> None:
+    """One CreateModel wins and the rest are ALREADY_EXISTS (on PostgreSQL the losers'
+    inserts hit the unique key; they run again and see the winner's row)."""
+    for name in ("churn", "fraud", "upsell"):
+        calls = [registry.create_model(name) for _ in range(6)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        created = [o for o in outcomes if isinstance(o, model_pb2.Model)]
+        refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+        assert len(created) == 1 and created[0].name == f"models/{name}", outcomes
+        assert [e.code() for e in refused] == [grpc.StatusCode.ALREADY_EXISTS] * 5, outcomes
 
 
 async def test_registration_checks_artifact_and_signature(registry: Client) -> None:

@@ -80,9 +80,10 @@ async def _serving(
 ) -> AsyncIterator[ServerDeps]:
     executor = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
 
-    def batcher(predict: Predict) -> Batcher:
+    def batcher(predict: Predict, inline_rows: int) -> Batcher:
         return Batcher(
             predict,
+            inline_rows=inline_rows,
             max_batch_rows=settings.max_batch_rows,
             max_delay_s=settings.max_batch_delay_s,
             executor=executor,
@@ -104,6 +105,7 @@ async def _serving(
         executor,
         batcher,
         model_threads=settings.model_threads,
+        inline_budget_s=settings.inline_predict_budget_s,
         fault_delays_s=settings.fault_delays_s,
         tracer=provider.get_tracer("keel.inference"),
     )

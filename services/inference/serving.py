@@ -103,13 +103,15 @@ class Server:
         upstream: RegistryUpstream,
         cache: LocalCache,
         executor: Executor,
-        batcher_factory: Callable[[Predict], Batcher],
+        batcher_factory: Callable[[Predict, int], Batcher],
         *,
         model_threads: int = 1,
+        inline_budget_s: float = 0.0,
         fault_delays_s: Mapping[str, float] | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.upstream = upstream
+        self.inline_budget_s = inline_budget_s
         self.tracer = tracer or NoOpTracer()
         self.model_threads = model_threads
         self.cache = cache
@@ -168,21 +170,28 @@ class Server:
                 data = await self.upstream.download(info.sha256)
                 await asyncio.to_thread(self.cache.put, info.sha256, data)
                 source = "registry"
-            loaded_model = await asyncio.get_running_loop().run_in_executor(
-                self.executor, _load_and_warm, data, info, self.model_threads
+            delay_s = self._fault_delays_s.get(f"{model}:{version}", 0.0)
+            # A version slowed on purpose (chaos) never predicts on the loop.
+            budget_s = 0.0 if delay_s > 0 else self.inline_budget_s
+            loaded_model, inline_rows = await asyncio.get_running_loop().run_in_executor(
+                self.executor, _load_and_warm, data, info, self.model_threads, budget_s
             )
         except Exception as error:
             self.failures[key] = str(error)
             raise
         self.failures.pop(key, None)
-        predict = _with_fault(
-            loaded_model.predict, self._fault_delays_s.get(f"{model}:{version}", 0.0)
-        )
+        predict = _with_fault(loaded_model.predict, delay_s)
         loaded = LoadedVersion(
-            info, loaded_model, self._batcher(predict), time.time(), source, predict
+            info, loaded_model, self._batcher(predict, inline_rows), time.time(), source, predict
         )
         self.loaded[key] = loaded
-        log.info("loaded %s version %d from %s", model, version, source)
+        log.info(
+            "loaded %s version %d from %s (batches of up to %d rows predict on the event loop)",
+            model,
+            version,
+            source,
+            inline_rows,
+        )
         return loaded
 
     def _wanted(self, snapshot: Snapshot) -> set[tuple[str, int]]:
@@ -363,10 +372,12 @@ def _with_fault(predict: Predict, delay_s: float) -> Predict:
     return delayed
 
 
-def _load_and_warm(data: bytes, info: VersionInfo, threads: int) -> LoadedModel:
+def _load_and_warm(
+    data: bytes, info: VersionInfo, threads: int, inline_budget_s: float
+) -> tuple[LoadedModel, int]:
+    """The loaded model, and how many rows it predicts on the event loop at most."""
     loaded = load_model(data, info.signature, sha256=info.sha256, nthread=threads)
-    loaded.warm_up()
-    return loaded
+    return loaded, loaded.warm_up(inline_budget_s)
 
 
 def _changed(snapshot: Snapshot, notice: Notice) -> Snapshot:

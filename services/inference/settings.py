@@ -37,6 +37,14 @@ class InferenceSettings(ServerSettings):
     max_queue: int = Field(default=1024, ge=1, description="Requests waiting per version.")
     predict_threads: int = Field(default=2, ge=1, description="Threads running model calls.")
     model_threads: int = Field(default=1, ge=1, description="XGBoost threads per model call.")
+    inline_predict_budget_s: float = Field(
+        default=0.001,
+        ge=0,
+        description=(
+            "A batch the version's warm-up measured to predict within this many seconds "
+            "runs on the event loop instead of a thread (0: always a thread)."
+        ),
+    )
     monitor_address: str = Field(
         default="127.0.0.1:50053",
         description="host:port of the monitor receiving prediction logs; empty: no prediction log.",

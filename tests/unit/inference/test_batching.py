@@ -191,6 +191,31 @@ async def test_a_cancelled_caller_is_skipped(executor: ThreadPoolExecutor) -> No
     assert model.calls == [1]
 
 
+async def test_small_batches_predict_on_the_loop_and_larger_ones_in_a_thread(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = Model()
+    batcher = Batcher(model, max_batch_rows=64, executor=executor, inline_rows=4)
+    small = [request(i, 1) for i in range(4)]  # one batch of 4 rows: on the loop
+    got = await asyncio.gather(*(batcher.submit(f) for f in small))
+    assert model.calls == [4] and model.threads == {threading.current_thread().name}
+    big = [request(10 + i, 1) for i in range(5)]  # one batch of 5 rows: in the executor
+    got += await asyncio.gather(*(batcher.submit(f) for f in big))
+    assert model.calls == [4, 5] and model.threads == {
+        threading.current_thread().name,
+        "model_0",
+    }
+    for features, outputs in zip(small + big, got, strict=True):
+        assert_own_rows(features, outputs)
+    poisoned = request(20, 2)
+    poisoned.numeric[0, 0] = -1.0
+    with pytest.raises(InvalidArgument, match="poisoned row"):  # failing on the loop too
+        await batcher.submit(poisoned)
+    stats = batcher.statistics()
+    assert (stats.success.count, stats.fail.count, stats.execution_count) == (9, 1, 2)
+    await batcher.close()
+
+
 def test_limits_are_checked(executor: ThreadPoolExecutor) -> None:
     with pytest.raises(InvalidArgument, match="max_batch_rows >= 1"):
         Batcher(Model(), max_batch_rows=0, executor=executor)

@@ -7,6 +7,7 @@ import json
 import logging
 import pathlib
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from sklearn.svm import LinearSVC
 from services.common.errors import DataLoss, InvalidArgument, Unimplemented
 from services.common.safe_load import UnsafeArtifact
 from services.inference.records import Features, FeatureSpec, ModelSignature, Task
-from services.inference.runtime import LoadedModel, load_model
+from services.inference.runtime import MAX_INLINE_ROWS, DensePredictor, LoadedModel, load_model
 
 pd: Any = pytest.importorskip("pandas")  # optional for the runtime; dev dependency here
 
@@ -108,6 +109,62 @@ def test_xgboost_regression_matches_booster_predict_and_nthread_is_set(x: Array)
     np.testing.assert_allclose(out["prediction"], bst.predict(xgboost.DMatrix(x[:50])), rtol=1e-6)
     config = json.loads(model.booster.save_config())  # type: ignore[attr-defined]
     assert config["learner"]["generic_param"]["nthread"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("objective", "extra"),
+    [
+        ("binary:logistic", {}),
+        ("binary:logitraw", {}),
+        ("multi:softprob", {"num_class": 3}),
+        ("reg:squarederror", {}),
+    ],
+)
+@pytest.mark.parametrize("n", [0, 1, 7, 200])
+def test_dense_predictor_answers_what_inplace_predict_does(
+    x: Array, objective: str, extra: dict[str, Any], n: int
+) -> None:
+    bst = booster(x, three(x) if extra else binary(x), {"objective": objective, **extra})
+    data = x[:n].copy()
+    data[:n:3, 1] = np.nan  # missing values go down each tree's default branch
+    for margin in (False, True):
+        got = DensePredictor(bst, margin=margin)(data)
+        kind = "margin" if margin else "value"
+        expected = np.asarray(bst.inplace_predict(data, predict_type=kind))
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_dense_predictor_is_right_from_many_threads_at_once(x: Array) -> None:
+    bst = booster(x, three(x), {"objective": "multi:softprob", "num_class": 3})
+    predict = DensePredictor(bst)
+    batches = [np.ascontiguousarray(x[i : i + 1 + i % 17]) for i in range(150)]
+    expected = [bst.inplace_predict(batch) for batch in batches]
+    with ThreadPoolExecutor(6) as pool:
+        for _ in range(5):
+            got = list(pool.map(predict, batches))
+            for mine, theirs in zip(got, expected, strict=True):
+                np.testing.assert_array_equal(mine, theirs)
+
+
+def test_warm_up_says_how_many_rows_predict_within_the_budget(x: Array) -> None:
+    bst = booster(x, binary(x), {"objective": "binary:logistic"})
+    model = load(bytes(bst.save_raw("ubj")), signature("BINARY_CLASSIFICATION"))
+    assert model.warm_up() == 0  # no budget: every call goes to a thread
+    assert model.warm_up(1e-9) == 0  # not even one row fits
+    generous = model.warm_up(10.0)
+    assert generous == MAX_INLINE_ROWS
+    assert 0 < model.warm_up(0.002) <= MAX_INLINE_ROWS
+
+
+def test_dense_predictor_refuses_what_it_cannot_read(x: Array) -> None:
+    predict = DensePredictor(booster(x, binary(x), {"objective": "binary:logistic"}))
+    with pytest.raises(TypeError, match="float32"):
+        predict(x.astype(np.float64))
+    with pytest.raises(TypeError, match="C-contiguous"):
+        predict(np.asfortranarray(x))
+    with pytest.raises(ValueError, match="expected 4 features per row, got 3"):
+        predict(np.ascontiguousarray(x[:, :3]))
 
 
 @pytest.mark.parametrize(

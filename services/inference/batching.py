@@ -45,7 +45,7 @@ from opentelemetry.trace import Tracer
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.common.tracing import finished_span, traced_context
-from services.inference.records import Features, Outputs
+from services.inference.records import Features, MatrixColumns, Outputs
 
 Predict = Callable[[Features], Outputs]
 
@@ -375,17 +375,24 @@ class Batcher:
 
 def _compatible(first: _Request, other: _Request) -> bool:
     a, b = first.features, other.features
-    return a.numeric.shape[1:] == b.numeric.shape[1:] and a.columns.keys() == b.columns.keys()
+    if a.numeric.shape[1:] != b.numeric.shape[1:]:
+        return False
+    if isinstance(a.columns, MatrixColumns) and isinstance(b.columns, MatrixColumns):
+        return a.columns.index is b.columns.index or a.columns.index == b.columns.index
+    return a.columns.keys() == b.columns.keys()
 
 
 def _concatenate(parts: list[Features]) -> Features:
-    return Features(
-        numeric=np.concatenate([part.numeric for part in parts]),
-        columns={
-            name: np.concatenate([part.columns[name] for part in parts])
-            for name in parts[0].columns
-        },
-    )
+    numeric = np.concatenate([part.numeric for part in parts])
+    first = parts[0].columns
+    if isinstance(first, MatrixColumns) and all(
+        isinstance(part.columns, MatrixColumns) and part.columns.index is first.index
+        for part in parts
+    ):
+        matrices = [part.columns.matrix for part in parts]  # type: ignore[attr-defined]
+        return Features(numeric, MatrixColumns(np.concatenate(matrices), first.index))
+    columns = {name: np.concatenate([part.columns[name] for part in parts]) for name in first}
+    return Features(numeric=numeric, columns=columns)
 
 
 def _split(outputs: Outputs, rows: list[int]) -> list[Outputs]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +49,26 @@ class ModelSignature:
         return ("label", "probabilities") if self.is_classifier else ("prediction",)
 
 
+class MatrixColumns(Mapping[str, npt.NDArray[np.generic]]):
+    """The columns of a ``features`` matrix as received, each a view made when asked
+    for: a model reads ``numeric``, and only logging and some pipelines read columns."""
+
+    __slots__ = ("index", "matrix")
+
+    def __init__(self, matrix: npt.NDArray[np.generic], index: Mapping[str, int]) -> None:
+        self.matrix = matrix  # [N, F], in the order of ``index``
+        self.index = index  # feature name -> column
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
+        return self.matrix[:, self.index[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
 @dataclass
 class Features:
     """Validated rows, ready for a model: ``numeric`` is float32 [N, F] in signature order
@@ -56,7 +77,7 @@ class Features:
     as received (strings for categorical features), for explanations and logging."""
 
     numeric: npt.NDArray[np.float32]
-    columns: dict[str, npt.NDArray[np.generic]] = field(default_factory=dict)
+    columns: Mapping[str, npt.NDArray[np.generic]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.inference.records import Features, FeatureSpec, ModelSignature
+from services.inference.records import Features, FeatureSpec, MatrixColumns, ModelSignature
 
 MATRIX_INPUT = "features"
 NUMERIC_DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BOOL")
@@ -102,27 +101,50 @@ class _Plan:
 
     names: tuple[str, ...]
     known: frozenset[str]
+    index: Mapping[str, int]  # name -> column
     matrix: bool  # whether the `features` matrix layout is accepted
     required: npt.NDArray[np.bool_]  # per column: NaN refused
     low: Floats  # per column: smallest allowed value (-inf when none)
     high: Floats  # per column: largest allowed value (inf when none)
+    checks: tuple[bool, bool, bool]  # whether any column is required, has a min, a max
 
 
-@lru_cache(maxsize=256)
+# Plans by signature identity: a served version's signature is one object, and hashing
+# it (every feature's spec) per request cost more than the checks themselves.
+_PLANS: dict[int, tuple[ModelSignature, _Plan]] = {}
+PLANS_KEPT = 256
+
+
 def _plan(signature: ModelSignature) -> _Plan:
+    known = _PLANS.get(id(signature))
+    if known is not None and known[0] is signature:
+        return known[1]
+    if len(_PLANS) >= PLANS_KEPT:
+        _PLANS.clear()
+    plan = _make_plan(signature)
+    _PLANS[id(signature)] = (signature, plan)
+    return plan
+
+
+def _make_plan(signature: ModelSignature) -> _Plan:
     names = tuple(f.name for f in signature.inputs)
     # categorical columns hold category indices: their values are checked apart
     specs = [
         f if f.kind == "NUMERIC" else replace(f, required=False, min=None, max=None)
         for f in signature.inputs
     ]
+    required = np.array([f.required for f in specs], dtype=np.bool_)
+    low = np.array([-np.inf if f.min is None else f.min for f in specs], dtype=np.float64)
+    high = np.array([np.inf if f.max is None else f.max for f in specs], dtype=np.float64)
     return _Plan(
         names=names,
         known=frozenset(names),
+        index={name: i for i, name in enumerate(names)},
         matrix=signature.all_numeric and MATRIX_INPUT not in names,
-        required=np.array([f.required for f in specs], dtype=np.bool_),
-        low=np.array([-np.inf if f.min is None else f.min for f in specs], dtype=np.float64),
-        high=np.array([np.inf if f.max is None else f.max for f in specs], dtype=np.float64),
+        required=required,
+        low=low,
+        high=high,
+        checks=(bool(required.any()), bool(np.isfinite(low).any()), bool(np.isfinite(high).any())),
     )
 
 
@@ -137,7 +159,7 @@ def _from_matrix(signature: ModelSignature, plan: _Plan, tensor: TensorLike) -> 
     values = tensor.array
     numeric = np.ascontiguousarray(values, dtype=np.float32)
     _check_values(signature, plan, numeric, tensor.name)
-    return Features(numeric=numeric, columns=dict(zip(plan.names, values.T, strict=True)))
+    return Features(numeric=numeric, columns=MatrixColumns(values, plan.index))
 
 
 def _check_values(
@@ -145,8 +167,15 @@ def _check_values(
 ) -> None:
     """No NaN in required numeric columns and every value within its declared range,
     checked on the float32 values the model receives, all columns at once."""
-    bad = (np.isnan(numeric) & plan.required) | (numeric < plan.low) | (numeric > plan.high)
-    if not bad.any():
+    required, low, high = plan.checks
+    bad: npt.NDArray[np.bool_] | None = None
+    if required:
+        bad = np.isnan(numeric) & plan.required
+    if low:
+        bad = numeric < plan.low if bad is None else bad | (numeric < plan.low)
+    if high:
+        bad = numeric > plan.high if bad is None else bad | (numeric > plan.high)
+    if bad is None or not bad.any():
         return
     j = int(bad.any(axis=0).argmax())
     spec = signature.inputs[j]

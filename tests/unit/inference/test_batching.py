@@ -15,7 +15,7 @@ import pytest
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.inference.batching import Batcher
-from services.inference.records import Features, Outputs
+from services.inference.records import Features, MatrixColumns, Outputs
 
 WIDTH = 3
 
@@ -214,6 +214,33 @@ async def test_small_batches_predict_on_the_loop_and_larger_ones_in_a_thread(
     stats = batcher.statistics()
     assert (stats.success.count, stats.fail.count, stats.execution_count) == (9, 1, 2)
     await batcher.close()
+
+
+async def test_matrix_requests_batch_with_their_columns(executor: ThreadPoolExecutor) -> None:
+    """Requests sent as one ``features`` matrix keep their columns (as received, FP64
+    here) through a shared call, as requests sent one input per feature do."""
+    names = ("a", "b", "c")
+    index = {name: i for i, name in enumerate(names)}
+    seen: list[dict[str, Any]] = []
+
+    def model(features: Features) -> Outputs:
+        seen.append({name: features.columns[name].copy() for name in features.columns})
+        return Outputs({"echo": features.numeric.copy()})
+
+    sent = [
+        np.arange(3 * rows, dtype=np.float64).reshape(rows, 3) + 100 * i
+        for i, rows in enumerate((1, 2, 3))
+    ]
+    parts = [Features(numeric=m.astype(np.float32), columns=MatrixColumns(m, index)) for m in sent]
+    batcher = Batcher(model, executor=executor, inline_rows=64)
+    got = await asyncio.gather(*(batcher.submit(part) for part in parts))
+    assert len(seen) == 1 and list(seen[0]) == list(names)
+    whole = np.concatenate(sent)
+    for name, column in seen[0].items():
+        np.testing.assert_array_equal(column, whole[:, index[name]])
+        assert column.dtype == np.float64
+    for m, outputs in zip(sent, got, strict=True):
+        np.testing.assert_array_equal(outputs.tensors["echo"], m.astype(np.float32))
 
 
 def test_limits_are_checked(executor: ThreadPoolExecutor) -> None:

@@ -394,9 +394,13 @@ class Store:
             row.sha256, row.size_bytes, row.format, row.inspection or {}, row.create_time
         )
 
-    def insert_artifact(self, artifact: ArtifactRecord) -> None:
-        if self.get_artifact(artifact.sha256) is None:
+    def insert_artifact(self, artifact: ArtifactRecord) -> ArtifactRecord | None:
+        """Insert ``artifact``, or answer the row already there (the same bytes uploaded
+        by another caller, committed since this transaction last looked)."""
+        existing = self.get_artifact(artifact.sha256)
+        if existing is None:
             self.c.execute(insert(ARTIFACTS).values(**dataclasses.asdict(artifact)))
+        return existing
 
     def set_inspection(self, sha256: str, inspection: dict[str, Any]) -> None:
         self.c.execute(

@@ -35,11 +35,8 @@ class Uploads:
         )
 
         def work(store: Store) -> tuple[ArtifactRecord, bool]:
-            existing = store.get_artifact(sha256)
-            if existing is not None:
-                return existing, False
-            store.insert_artifact(record)
-            return record, True
+            existing = store.insert_artifact(record)
+            return (record, True) if existing is None else (existing, False)
 
         # The row decides: of callers racing with the same bytes, one inserts it (the
         # file may be renamed into place by another, or left by an upload that failed).

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import xgboost
-from xgboost.core import _LIB, XGBoostError, _ProxyDMatrix  # the wrapper's own
+from xgboost.core import _LIB, _check_call, _ProxyDMatrix, make_jcargs  # the wrapper's own
 
 from services.common.errors import DataLoss, InvalidArgument
 from services.common.safe_load import (
@@ -169,22 +169,19 @@ class DensePredictor:
         self._booster = booster  # keeps the handle alive
         self._handle = booster.handle
         self._function = _LIB.XGBoosterPredictFromDense
-        self._error = _LIB.XGBGetLastError
-        self._error.restype = ctypes.c_char_p
         self._width = booster.num_features()
         self._margin = margin
         self._local = threading.local()
-        self._config = json.dumps(
-            {
-                "type": 1 if margin else 0,
-                "training": False,
-                "iteration_begin": 0,
-                "iteration_end": 0,
-                "missing": math.nan,
-                "strict_shape": False,
-                "cache_id": 0,
-            }
-        ).encode()
+        # The arguments inplace_predict passes, made by the wrapper's own helper.
+        self._config = make_jcargs(
+            type=1 if margin else 0,
+            training=False,
+            iteration_begin=0,
+            iteration_end=0,
+            missing=math.nan,
+            strict_shape=False,
+            cache_id=0,
+        )
 
     def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if x.dtype != np.float32 or x.ndim != 2 or not x.flags.c_contiguous:
@@ -204,17 +201,17 @@ class DensePredictor:
         proxy = getattr(self._local, "proxy", None)
         if proxy is None:
             proxy = self._local.proxy = _ProxyDMatrix()
-        failed = self._function(
-            self._handle,
-            interface,
-            self._config,
-            proxy.handle,
-            ctypes.byref(shape),
-            ctypes.byref(dims),
-            ctypes.byref(out),
+        _check_call(
+            self._function(
+                self._handle,
+                interface,
+                self._config,
+                proxy.handle,
+                ctypes.byref(shape),
+                ctypes.byref(dims),
+                ctypes.byref(out),
+            )
         )
-        if failed:
-            raise XGBoostError(self._error().decode("utf-8", "replace"))
         dimensions = tuple(int(shape[i]) for i in range(dims.value))
         size = math.prod(dimensions)
         answer = np.empty(dimensions, dtype=np.float32)

@@ -28,6 +28,7 @@ from services.common.errors import Conflict, Unavailable
 
 WRITE_OPTION = "keel_write"
 GROUP_LIMIT = 64  # units of work committed together at most (SQLite)
+UNIQUE_RACE_ATTEMPTS = 2  # a unit that loses a race on a unique key runs once more
 MIGRATION_LOCK = 0x6B65656C  # "keel"
 T = TypeVar("T")
 # SQLSTATE classes of a server that is going away or cannot take the call now: connection
@@ -95,20 +96,17 @@ class Database:
         self._busy_lock = threading.Lock()
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
-        try:
-            with self._writer.begin() as connection:
-                return work(connection)
-        except exc.IntegrityError as error:
-            if not is_unique_violation(error):
-                raise
         # Units of work are functions of what they read, so running one again is safe.
-        try:
-            with self._writer.begin() as connection:
-                return work(connection)
-        except exc.IntegrityError as error:
-            if not is_unique_violation(error):
-                raise
-            raise Conflict("a concurrent change wrote the same record; retry") from error
+        for attempt in range(UNIQUE_RACE_ATTEMPTS):
+            try:
+                with self._writer.begin() as connection:
+                    return work(connection)
+            except exc.IntegrityError as error:
+                if not is_unique_violation(error):
+                    raise
+                if attempt + 1 == UNIQUE_RACE_ATTEMPTS:
+                    raise Conflict("a concurrent change wrote the same record; retry") from error
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         if self.dialect != "sqlite":

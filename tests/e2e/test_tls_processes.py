@@ -7,8 +7,7 @@ and exits with 1."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import grpc
@@ -21,7 +20,7 @@ from tests.support.certificates import Certificates, make_certificates
 from tests.support.inference import raw_request
 from tests.support.processes import ROOT, python_env, serve_argv
 from tests.support.registry import Client, xgboost_artifact
-from tests.support.suite import Suite, service, until_logged, wait_model_ready
+from tests.support.suite import Suite, running_suite, until_logged, wait_model_ready
 
 
 @pytest.fixture
@@ -39,36 +38,8 @@ def tls_env(name: str, certs: Certificates) -> dict[str, str]:
     }
 
 
-@contextmanager
-def mtls_suite(tmp: Path, certs: Certificates) -> Iterator[Suite]:
-    with ExitStack() as stack:
-        registry = stack.enter_context(
-            service(
-                tmp,
-                "registry",
-                {"KEEL_REGISTRY_EVENT_POLL_S": "0.05", **tls_env("registry", certs)},
-            )
-        )
-        monitor = stack.enter_context(
-            service(
-                tmp,
-                "monitor",
-                {"KEEL_MONITOR_REGISTRY_ADDRESS": registry.address, **tls_env("monitor", certs)},
-            )
-        )
-        inference = stack.enter_context(
-            service(
-                tmp,
-                "inference",
-                {
-                    "KEEL_INFERENCE_REGISTRY_ADDRESS": registry.address,
-                    "KEEL_INFERENCE_MONITOR_ADDRESS": monitor.address,
-                    "KEEL_INFERENCE_REGISTRY_RETRY_S": "0.2",
-                    **tls_env("inference", certs),
-                },
-            )
-        )
-        yield Suite(registry, monitor, inference)
+def mtls_suite(tmp: Path, certs: Certificates) -> AbstractContextManager[Suite]:
+    return running_suite(tmp, env_for=lambda name: tls_env(name, certs))
 
 
 def credentials(certs: Certificates) -> grpc.ChannelCredentials:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -85,12 +85,17 @@ def service(tmp: Path, name: str, env: Mapping[str, str]) -> Iterator[Process]:
 
 
 @contextmanager
-def running_suite(tmp: Path, inference_env: Mapping[str, str] | None = None) -> Iterator[Suite]:
+def running_suite(
+    tmp: Path,
+    inference_env: Mapping[str, str] | None = None,
+    *,
+    env_for: Callable[[str], Mapping[str, str]] = lambda name: {},
+) -> Iterator[Suite]:
     """Registry, then the monitor following it, then inference following both; stopped
-    in the reverse order."""
+    in the reverse order. ``env_for(name)`` adds settings to every service (TLS files)."""
     with ExitStack() as stack:
         registry = stack.enter_context(
-            service(tmp, "registry", {"KEEL_REGISTRY_EVENT_POLL_S": "0.05"})
+            service(tmp, "registry", {"KEEL_REGISTRY_EVENT_POLL_S": "0.05", **env_for("registry")})
         )
         monitor = stack.enter_context(
             service(
@@ -100,6 +105,7 @@ def running_suite(tmp: Path, inference_env: Mapping[str, str] | None = None) -> 
                     "KEEL_MONITOR_REGISTRY_ADDRESS": registry.address,
                     "KEEL_MONITOR_GUARD_REFRESH_S": "0.2",
                     "KEEL_MONITOR_EVENT_POLL_S": "0.05",
+                    **env_for("monitor"),
                 },
             )
         )
@@ -111,6 +117,7 @@ def running_suite(tmp: Path, inference_env: Mapping[str, str] | None = None) -> 
                     "KEEL_INFERENCE_REGISTRY_ADDRESS": registry.address,
                     "KEEL_INFERENCE_MONITOR_ADDRESS": monitor.address,
                     "KEEL_INFERENCE_REGISTRY_RETRY_S": "0.2",
+                    **env_for("inference"),
                     **(inference_env or {}),
                 },
             )

@@ -50,9 +50,10 @@ from services.monitor.counted import Counted, count_batch, count_rows
 from services.monitor.feedback import Keeping, join_labels, pending_for
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
-from services.monitor.tables import IDS, PRODUCERS, SEGMENTS
+from services.monitor.tables import PRODUCERS, SEGMENTS
 
 GROUP_LIMIT = 64
+EXPIRE_SEGMENTS = 256  # segments forgotten per transaction at most
 # keel.monitor.record spans per batch at most: a batch of 10,000 single-row requests of
 # 10,000 traces costs bounded work (the first requests of the batch are recorded).
 RECORD_SPANS_PER_BATCH = 256
@@ -403,8 +404,39 @@ def _count_rejections(
     writer.add(key, reference, at // NS, fill)
 
 
-def expire(connection: Connection, now: int) -> int:
-    """Forget segments and ids past the join window; returns segments dropped."""
-    old = select(SEGMENTS.c.id).where(SEGMENTS.c.expire_time < now)
-    connection.execute(delete(IDS).where(IDS.c.segment.in_(old)))
-    return int(connection.execute(delete(SEGMENTS).where(SEGMENTS.c.expire_time < now)).rowcount)
+DELETE_IDS = {
+    # A segment's own ids, found in its payload: the key's b-tree, no index on segment.
+    "sqlite": (
+        "DELETE FROM monitor_prediction_ids WHERE model = ? AND segment = ? "
+        "AND prediction_id IN (SELECT value FROM json_each(?))"
+    ),
+    "postgresql": (
+        "DELETE FROM monitor_prediction_ids WHERE model = %(model)s "
+        "AND segment = %(segment)s AND prediction_id = ANY(%(ids)s)"
+    ),
+}
+
+
+def expire(connection: Connection, now: int, limit: int = EXPIRE_SEGMENTS) -> int:
+    """Forget up to ``limit`` segments past the join window, oldest first, with the ids
+    each brought (an id first logged in another segment belongs to that one); returns
+    the segments dropped."""
+    old = connection.execute(
+        select(SEGMENTS.c.id, SEGMENTS.c.model, SEGMENTS.c.payload)
+        .where(SEGMENTS.c.expire_time < now)
+        .order_by(SEGMENTS.c.expire_time)
+        .limit(limit)
+    ).all()
+    dialect = connection.dialect.name
+    for segment, model, payload in old:
+        batch = ingest_pb2.PredictionBatch.FromString(bytes(payload))
+        ids = columns.identifiers(batch.prediction_ids, batch.row_count, "prediction_ids")
+        params: Any
+        if dialect == "sqlite":
+            params = (model, segment, json.dumps(ids))
+        else:
+            params = {"model": model, "segment": segment, "ids": ids}
+        connection.exec_driver_sql(DELETE_IDS[dialect], params)
+    if old:
+        connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id.in_([row[0] for row in old])))
+    return len(old)

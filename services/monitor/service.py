@@ -31,7 +31,7 @@ from services.monitor.alerts import Alerting
 from services.monitor.exchange import Exchange
 from services.monitor.feedback import Keeping
 from services.monitor.guards import DeploymentGuards
-from services.monitor.ingest import Ingestor, expire
+from services.monitor.ingest import EXPIRE_SEGMENTS, Ingestor, expire
 from services.monitor.jetstream_consumer import JetStreamConsumer
 from services.monitor.labels import Feedback
 from services.monitor.predictions import Predictions
@@ -62,9 +62,19 @@ class Monitor:
         while True:
             await asyncio.sleep(EXPIRE_EVERY_S)
             try:
-                await self.db.write(lambda c: expire(c, time.time_ns()))
+                await self.expire_due(time.time_ns())
             except Exception:  # noqa: BLE001 - retried at the next tick
                 log.exception("expiring the join window failed")
+
+    async def expire_due(self, now: int) -> int:
+        """Forget what the join window no longer holds at ``now``, a bounded transaction
+        at a time; returns the segments dropped."""
+        dropped = 0
+        while True:
+            done = await self.db.write(lambda c: expire(c, now))
+            dropped += done
+            if done < EXPIRE_SEGMENTS:
+                return dropped
 
 
 def source_id(settings: MonitorSettings, url: str) -> str:

@@ -24,7 +24,7 @@ def test_migrated_schema_matches_the_tables(database_urls: tuple[str, str]) -> N
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             assert compare_metadata(context, METADATA) == []
-            assert context.get_current_revision() == "0002"
+            assert context.get_current_revision() == "0003"
         upgrade(engine, REGISTRY_MIGRATIONS)  # the registry can share the database
         tables = inspect(engine).get_table_names()
         assert {VERSION_TABLE, "alembic_version_registry", "monitor_buckets"} <= set(tables)

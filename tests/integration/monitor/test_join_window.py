@@ -1,0 +1,83 @@
+"""The join window ends: a logged batch and the prediction ids it brought are forgotten
+(GetPrediction, label joins and re-sent ids no longer find them), the counts stay."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+
+from keel.monitor.v1 import monitor_pb2 as pb
+from keel.monitor.v1 import reports_pb2 as rp
+from services.common.db import make_engine
+from services.monitor.ingest import expire
+from services.monitor.settings import MonitorSettings
+from tests.support.monitor import Monitor, batch, feedback, frame, log_classifier
+
+WINDOW_NS = MonitorSettings().join_window_s * 1_000_000_000
+
+
+async def _log(
+    monitor: Monitor, version: int, ids: list[str], seed: int
+) -> pb.LogPredictionBatchResponse:
+    x = frame(len(ids), seed).to_numpy()
+    message = batch("m", version, x, ids)
+    return await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
+
+
+async def _found(monitor: Monitor, prediction_id: str) -> bool:
+    request = pb.GetPredictionRequest(model="models/m", prediction_id=prediction_id)
+    try:
+        await monitor.stub.GetPrediction(request)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.NOT_FOUND, error.details()
+        return False
+    return True
+
+
+def _expire(database_url: str, now: int, limit: int = 256) -> int:
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            return expire(connection, now, limit)
+    finally:
+        engine.dispose()
+
+
+async def test_expiry_forgets_each_segment_with_exactly_its_own_ids(
+    monitor: Monitor, registry_address: str, database_urls: tuple[str, str]
+) -> None:
+    version = await log_classifier(registry_address, "m")
+    first = [f"a{i}" for i in range(100)]
+    await _log(monitor, version, first, 1)
+    # Re-sent unsequenced within the window, a0..a9 are duplicates and stay a's ids.
+    second = first[:10] + [f"b{i}" for i in range(40)]
+    ack = (await _log(monitor, version, second, 2)).ack
+    assert (ack.applied_rows, ack.duplicate_rows) == (40, 10)
+    between = time.time_ns()
+    third = [f"c{i}" for i in range(30)]
+    await _log(monitor, version, third, 3)
+    before = await monitor.stub.ComputeDataQuality(
+        pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/m"))
+    )
+    assert before.report.row_count == 170
+
+    # The first two batches' windows end at `between + window`; the third's later.
+    assert _expire(database_urls[1], between + WINDOW_NS, limit=1) == 1
+    assert not await _found(monitor, "a0") and not await _found(monitor, "a99")
+    assert await _found(monitor, "b0") and await _found(monitor, "c0")
+    assert _expire(database_urls[1], between + WINDOW_NS) == 1
+    assert not await _found(monitor, "b0") and await _found(monitor, "c29")
+    assert _expire(database_urls[1], between + WINDOW_NS) == 0
+
+    # Labels join only what the window still holds; the others wait as unmatched.
+    reply = await monitor.stub.LogFeedback(feedback("m", ["a1", "b1", "c1"], np.ones(3)))
+    assert (reply.matched_count, reply.unmatched_count) == (1, 2)
+    # A forgotten id sent again is a new prediction; a kept one is still a duplicate.
+    ack = (await _log(monitor, version, ["a0", "c0"], 4)).ack
+    assert (ack.applied_rows, ack.duplicate_rows) == (1, 1)
+    after = await monitor.stub.ComputeDataQuality(
+        pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/m"))
+    )
+    assert after.report.row_count == 171  # counts outlive the window

@@ -228,6 +228,10 @@ def identifiers(
 ) -> list[str]:
     """Prediction ids, one per row, each 1 to 128 bytes of UTF-8, none missing."""
     where = _where(name, field)
+    if column.WhichOneof("values") == "length_prefixed" and not column.validity:
+        same = _ascii_of_one_width(column.length_prefixed.data, n)
+        if same is not None and 1 <= len(same[0]) <= MAX_ID_BYTES:
+            return same  # one width, ASCII: every row's size is that width
     sent, rows = _string_parts(column, n, where, "strings")
     sizes = np.fromiter(map(len, map(str.encode, sent)), np.int64, len(sent))
     row_sizes = np.append(sizes, 0)[rows]
@@ -307,23 +311,45 @@ def _dictionary(
 
 
 def _length_prefixed(data: bytes, n: int, where: _Where) -> tuple[list[str], Indices]:
-    if n and len(data) % n == 0 and len(data) // n > 4:
-        uniform = _uniform_width(data, n)
-        if uniform is not None:
-            return uniform
+    uniform = _uniform_width(data, n)
+    if uniform is not None:
+        return uniform
     return _split(data, n, where), np.arange(n)
 
 
-def _uniform_width(data: bytes, n: int) -> tuple[list[str], Indices] | None:
-    """Vectorised path when every value has the same length (UUIDs, hashed PII)."""
+def _one_width(data: bytes, n: int) -> npt.NDArray[np.uint8] | None:
+    """The values as an [n, width] byte matrix when every one has the same length."""
+    if not n or len(data) % n or len(data) // n <= 4:
+        return None
     width = len(data) // n
     rows = np.frombuffer(data, np.uint8).reshape(n, width)
     if not (rows[:, :4].copy().view("<u4") == width - 4).all():
         return None
-    body = rows[:, 4:].copy()
+    return rows[:, 4:].copy()
+
+
+def _ascii(body: npt.NDArray[np.uint8]) -> bool:
+    return bool(((body > 0) & (body < 128)).all())
+
+
+def _ascii_of_one_width(data: bytes, n: int) -> list[str] | None:
+    """Length-prefixed values of one width, all ASCII without NUL, decoded in one call
+    (row order kept: prediction ids need no dictionary)."""
+    body = _one_width(data, n)
+    if body is None or not _ascii(body):
+        return None
+    return [value.decode() for value in body.view(f"S{body.shape[1]}").ravel().tolist()]
+
+
+def _uniform_width(data: bytes, n: int) -> tuple[list[str], Indices] | None:
+    """Vectorised path when every value has the same length (UUIDs, hashed PII)."""
+    body = _one_width(data, n)
+    if body is None:
+        return None
+    width = body.shape[1] + 4
     # Equal-width byte strings: NUL padding of the 'S' dtype cannot merge two values.
     first, inverse = _factorize(body.view(f"S{width - 4}").ravel())
-    if ((body > 0) & (body < 128)).all():  # ASCII without NUL: one astype decodes it all
+    if _ascii(body):  # ASCII without NUL: one astype decodes it all
         return body[first].view(f"S{width - 4}").ravel().astype(np.str_).tolist(), inverse
     try:
         return [data[r * width + 4 : (r + 1) * width].decode() for r in first.tolist()], inverse

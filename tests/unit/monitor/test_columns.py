@@ -501,9 +501,31 @@ def test_malformed_category_codes_are_invalid(
 
 
 @pytest.mark.parametrize("build", STRING_BUILDERS)
-def test_identifiers_round_trip(build: Builder) -> None:
-    ids = [str(uuid.uuid4()) for _ in range(1000)] + ["é" * 64, "x" * 128, "1"]
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [str(uuid.uuid4()) for _ in range(1000)] + ["é" * 64, "x" * 128, "1"],
+        [str(uuid.uuid4()) for _ in range(1000)],  # one width, ASCII: decoded in one pass
+        [f"é{i:03d}" for i in range(200)],  # one width, not ASCII
+        ["b", "a", "b"],  # one width, repeated (a batch refuses that later, not here)
+    ],
+    ids=["mixed", "one-width", "one-width-utf8", "repeated"],
+)
+def test_identifiers_round_trip(build: Builder, ids: list[str]) -> None:
     assert identifiers(build("", ids), len(ids), "prediction_ids") == ids
+
+
+@pytest.mark.parametrize("build", STRING_BUILDERS)
+@pytest.mark.parametrize(("size", "got"), [(129, "129 bytes at row 0"), (1, None)])
+def test_identifiers_of_one_width_are_checked_for_size(
+    build: Builder, size: int, got: str | None
+) -> None:
+    ids = [chr(ord("a") + i) * size for i in range(3)]
+    if got is None:
+        assert identifiers(build("", ids), 3, "prediction_ids") == ids
+        return
+    with raises(f"column 'prediction_ids': expected an id of 1 to 128 bytes, got {got}"):
+        identifiers(build("", ids), 3, "prediction_ids")
 
 
 @pytest.mark.parametrize("build", STRING_BUILDERS)

@@ -23,6 +23,7 @@ from services.monitor import statistics
 from services.monitor.aggregates import State
 from services.monitor.reference import CategoricalReference, ModelReference, NumericReference
 from services.monitor.scope import VersionRows
+from services.monitor.statistics import FloatArray
 
 NUMERIC = schema_pb2.FEATURE_KIND_NUMERIC
 CATEGORICAL = schema_pb2.FEATURE_KIND_CATEGORICAL
@@ -254,11 +255,22 @@ def trimmed_wasserstein(ref: NumericReference, current: statistics.Cdf) -> float
     knows nothing of the tail's shape, and a sample's extremes grow with its size: the
     outer levels would make identical heavy-tailed data look drifted at large volumes.
     """
-    inside = (ref.levels >= TRIM - 1e-12) & (ref.levels <= 1 - TRIM + 1e-12)
-    levels = ref.levels[inside]
-    gap = np.abs(ref.values[inside] - statistics.quantiles(current, levels))
-    area = float(np.sum((gap[1:] + gap[:-1]) / 2 * np.diff(levels)))
+    levels, values, steps = _central(ref)
+    gap = np.abs(values - statistics.quantiles(current, levels))
+    area = float(np.dot(gap[1:] + gap[:-1], steps))
     return area / max(ref.stddev, 0.001)
+
+
+def _central(ref: NumericReference) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The reference's central levels, their values and half the steps between levels,
+    worked out once per reference."""
+    found = ref.__dict__.get("_central")
+    if found is None:
+        inside = (ref.levels >= TRIM - 1e-12) & (ref.levels <= 1 - TRIM + 1e-12)
+        levels = ref.levels[inside]
+        found = ref.__dict__["_central"] = (levels, ref.values[inside], np.diff(levels) / 2)
+    assert isinstance(found, tuple)
+    return found
 
 
 def reference_cdf(ref: NumericReference) -> statistics.Cdf:

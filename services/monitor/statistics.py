@@ -106,9 +106,7 @@ class Cdf:
         xs = np.asarray(x, dtype=np.float64)
         ps = np.asarray(p, dtype=np.float64)
         if xs.ndim == 1 and xs.shape == ps.shape and xs.size > 2:
-            inner = (xs[1:-1] == xs[:-2]) & (xs[1:-1] == xs[2:])
-            keep = np.concatenate([[True], ~inner, [True]])
-            xs, ps = xs[keep], ps[keep]
+            xs, ps = _without_inner_repeats(xs, ps)
         return cls(xs, ps, binned)
 
     @classmethod
@@ -147,7 +145,13 @@ class Cdf:
         edges = np.clip(edges, observed_min, observed_max)
         cumulative = np.concatenate([[0.0], np.cumsum(cs)])
         shares = cumulative / cumulative[-1]
-        return cls.from_knots(edges, shares, binned=True)
+        # Valid by construction from the checked inputs: edges nondecreasing and finite,
+        # shares from 0 to 1 (a report builds one per numeric column, so checks count).
+        xs, ps = _without_inner_repeats(edges, shares)
+        cdf = object.__new__(cls)
+        for name, value in (("x", xs), ("p", ps), ("binned", True)):
+            object.__setattr__(cdf, name, value)
+        return cdf
 
     def at(self, points: ArrayLike) -> FloatArray:
         """F(t) = P(X <= t) at each point (right-continuous)."""
@@ -169,6 +173,13 @@ class Cdf:
         inside = p0 + (p1 - p0) * np.clip((t - x0) / safe, 0.0, 1.0)
         inside = np.where(width > 0, inside, p1)
         return np.where(above == 0, 0.0, np.where(above >= x.size, 1.0, inside))
+
+
+def _without_inner_repeats(xs: FloatArray, ps: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Knots without the inner ones of a run of equal x (its first and last stay)."""
+    inner = (xs[1:-1] == xs[:-2]) & (xs[1:-1] == xs[2:])
+    keep = np.concatenate([[True], ~inner, [True]])
+    return xs[keep], ps[keep]
 
 
 def quantiles(cdf: Cdf, levels: ArrayLike) -> FloatArray:

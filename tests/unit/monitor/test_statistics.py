@@ -142,6 +142,25 @@ def test_from_histogram_spreads_cells_uniformly_and_clips_to_the_observed_range(
         Cdf.from_histogram(1.0, 1.0, [1, 1, 1], 0.0, 2.0)
 
 
+@given(
+    st.lists(st.integers(0, 1000), min_size=3, max_size=40).filter(lambda c: sum(c) > 0),
+    st.floats(-1e6, 1e6),
+    st.floats(1e-3, 1e6),
+    st.floats(-2.0, 2.0),
+    st.floats(0.0, 3.0),
+)
+def test_from_histogram_builds_a_valid_cdf_without_checking_it_again(
+    counts: list[int], lo: float, width: float, below: float, span: float
+) -> None:
+    # Built unchecked: the same knots pass every check of the public constructor.
+    hi = lo + width
+    observed_min = lo + below * width
+    cdf = Cdf.from_histogram(lo, hi, counts, observed_min, observed_min + span * width)
+    again = Cdf(cdf.x.copy(), cdf.p.copy(), binned=True)
+    assert again.binned and cdf.binned
+    assert cdf.p[0] == 0.0 and cdf.p[-1] == 1.0
+
+
 def test_cdf_rejects_knots_that_are_not_a_distribution() -> None:
     with pytest.raises(ValueError, match="from 0 to 1"):
         Cdf.from_knots([0.0, 1.0], [0.0, 0.9])

@@ -11,8 +11,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, or_, select
+from sqlalchemy import Connection, Select, Table, and_, bindparam, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.common.db import Database
@@ -169,47 +171,61 @@ class Aggregates:
         return state
 
 
-def _filters(table: Table, scope: Scope) -> list[ColumnElement[bool]]:
-    conditions = [table.c.model == scope.model]
-    if scope.version:
-        conditions.append(table.c.version == scope.version)
-    if scope.deployment:
-        conditions.append(table.c.deployment == scope.deployment)
-    if scope.variant:
-        conditions.append(table.c.variant == scope.variant)
-    return conditions
+FILTERS = ("version", "deployment", "variant")  # each narrows a scope when set
+
+
+def _filters(table: Table, narrowed: tuple[str, ...]) -> list[ColumnElement[bool]]:
+    return [table.c.model == bindparam("model")] + [
+        table.c[name] == bindparam(name) for name in narrowed
+    ]
+
+
+@cache
+def _query(table: Table, narrowed: tuple[str, ...], ranges: int) -> Select[Any]:
+    """The statement reading ``table``'s buckets for a model narrowed by ``narrowed``,
+    over ``ranges`` runs of one width each: built once per shape, values bound per call
+    (building the expression cost a report more than running it)."""
+    start = table.c.start_s
+    runs = [
+        and_(
+            table.c.width_s == bindparam(f"w{i}"),
+            start >= bindparam(f"lo{i}"),
+            start < bindparam(f"hi{i}"),
+        )
+        for i in range(ranges)
+    ]
+    columns = [
+        table.c.version,
+        table.c.row_count,
+        table.c.labeled_count,
+        table.c.state,
+        table.c.deployment,
+        table.c.variant,
+        table.c.width_s,
+        table.c.start_s,
+        table.c.revision,
+    ]
+    if table is MERGED:
+        columns.append(MERGED.c.source_id)
+    return select(*columns).where(*_filters(table, narrowed), or_(*runs))
 
 
 def _rows(connection: Connection, scope: Scope, base_s: int) -> list[Found]:
     found: list[Found] = []
-    ranges = [
-        and_(BUCKETS.c.width_s == width, BUCKETS.c.start_s >= lo, BUCKETS.c.start_s < hi)
-        for width, lo, hi in spans(scope.start_s, scope.end_s, base_s)
-    ]
-    merged = and_(
-        MERGED.c.width_s == base_s,
-        MERGED.c.start_s >= scope.start_s,
-        MERGED.c.start_s < scope.end_s,
-    )
-    for table, where, source in (
-        (BUCKETS, or_(*ranges), None),
-        (MERGED, merged, MERGED.c.source_id),
-    ):
-        columns = [
-            table.c.version,
-            table.c.row_count,
-            table.c.labeled_count,
-            table.c.state,
-            table.c.deployment,
-            table.c.variant,
-            table.c.width_s,
-            table.c.start_s,
-            table.c.revision,
-        ]
-        if source is not None:
-            columns.append(source)
-        query = select(*columns).where(*_filters(table, scope), where)
-        for r in connection.execute(query):
+    narrowed = tuple(name for name in FILTERS if getattr(scope, name))
+    filters = {"model": scope.model} | {name: getattr(scope, name) for name in narrowed}
+    # This monitor's buckets as whole days, hours, then base buckets; merged ones are base.
+    runs = {
+        BUCKETS: list(spans(scope.start_s, scope.end_s, base_s)),
+        MERGED: [(base_s, scope.start_s, scope.end_s)],
+    }
+    for table, covering in runs.items():
+        if not covering:
+            continue
+        params: dict[str, object] = dict(filters)
+        for i, (width, lo, hi) in enumerate(covering):
+            params |= {f"w{i}": width, f"lo{i}": lo, f"hi{i}": hi}
+        for r in connection.execute(_query(table, narrowed, len(covering)), params):
             identity = (table.name, scope.model, *r[:1], *r[4:])
             found.append((int(r[0]), int(r[1]), int(r[2]), identity, bytes(r[3])))
     return found

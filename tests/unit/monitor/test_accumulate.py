@@ -4,10 +4,12 @@ categories are counted once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from keel.client.profile import categorical_profile, numeric_profile
 from keel.monitor.v1 import ingest_pb2
@@ -69,9 +71,24 @@ def current(seed: int, n: int) -> dict[str, tuple[Floats, Mask]]:
     }
 
 
-def test_the_block_path_counts_exactly_like_one_column_at_a_time() -> None:
+def complete(seed: int, n: int) -> dict[str, tuple[Floats, Mask]]:
+    """Finite values, none missing, some outside the allowed and reference ranges."""
+    rng = np.random.default_rng(seed)
+    none = np.zeros(n, dtype=bool)
+    c = rng.lognormal(0, 2, n) - 0.5
+    return {
+        "a": (rng.normal(0.3, 1.5, n), none),
+        "b": (rng.poisson(3, n) * 1.0, none),
+        "c": (c, none),
+    }
+
+
+@pytest.mark.parametrize("rows", [current, complete], ids=["with-missing", "none-missing"])
+def test_the_block_path_counts_exactly_like_one_column_at_a_time(
+    rows: Callable[[int, int], dict[str, tuple[Floats, Mask]]],
+) -> None:
     ref = reference()
-    columns = current(1, 2000)
+    columns = rows(1, 2000)
     together = State.empty(ref.layout)
     count_predictions(together, ref, Rows(numeric=columns))
     apart = State.empty(ref.layout)

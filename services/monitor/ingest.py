@@ -50,7 +50,7 @@ from services.monitor.counted import Counted, count_batch, count_rows
 from services.monitor.feedback import Keeping, join_labels, pending_for
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
-from services.monitor.tables import PRODUCERS, SEGMENTS
+from services.monitor.tables import PENDING, PRODUCERS, SEGMENTS
 
 GROUP_LIMIT = 64
 EXPIRE_SEGMENTS = 256  # segments forgotten per transaction at most
@@ -419,8 +419,8 @@ DELETE_IDS = {
 
 def expire(connection: Connection, now: int, limit: int = EXPIRE_SEGMENTS) -> int:
     """Forget up to ``limit`` segments past the join window, oldest first, with the ids
-    each brought (an id first logged in another segment belongs to that one); returns
-    the segments dropped."""
+    each brought (an id first logged in another segment belongs to that one), and the
+    labels whose prediction never came; returns the segments dropped."""
     old = connection.execute(
         select(SEGMENTS.c.id, SEGMENTS.c.model, SEGMENTS.c.payload)
         .where(SEGMENTS.c.expire_time < now)
@@ -439,4 +439,6 @@ def expire(connection: Connection, now: int, limit: int = EXPIRE_SEGMENTS) -> in
         connection.exec_driver_sql(DELETE_IDS[dialect], params)
     if old:
         connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id.in_([row[0] for row in old])))
+    # Labels that waited the whole window for their prediction are dropped too.
+    connection.execute(delete(PENDING).where(PENDING.c.expire_time < now))
     return len(old)

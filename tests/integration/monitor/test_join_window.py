@@ -1,5 +1,6 @@
 """The join window ends: a logged batch and the prediction ids it brought are forgotten
-(GetPrediction, label joins and re-sent ids no longer find them), the counts stay."""
+(GetPrediction, label joins and re-sent ids no longer find them), the counts stay, and a
+label still waiting for its prediction is dropped."""
 
 from __future__ import annotations
 
@@ -81,3 +82,21 @@ async def test_expiry_forgets_each_segment_with_exactly_its_own_ids(
         pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/m"))
     )
     assert after.report.row_count == 171  # counts outlive the window
+
+
+async def test_a_label_still_waiting_for_its_prediction_is_dropped_with_the_window(
+    monitor: Monitor, registry_address: str, database_urls: tuple[str, str]
+) -> None:
+    version = await log_classifier(registry_address, "m")
+    reply = await monitor.stub.LogFeedback(feedback("m", ["z1"], [1]))
+    assert reply.unmatched_count == 1
+    _expire(database_urls[1], time.time_ns() + WINDOW_NS + 1)
+    reply = await monitor.stub.LogFeedback(feedback("m", ["z2"], [1]))
+    assert reply.unmatched_count == 1
+    await _log(monitor, version, ["z1", "z2"], 5)
+    labels = {}
+    for prediction_id in ("z1", "z2"):
+        request = pb.GetPredictionRequest(model="models/m", prediction_id=prediction_id)
+        got = (await monitor.stub.GetPrediction(request)).prediction
+        labels[prediction_id] = list(got.label.strings.values)
+    assert labels == {"z1": [], "z2": ["1"]}

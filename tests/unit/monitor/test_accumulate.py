@@ -78,7 +78,7 @@ def complete(seed: int, n: int) -> dict[str, tuple[Floats, Mask]]:
     c = rng.lognormal(0, 2, n) - 0.5
     return {
         "a": (rng.normal(0.3, 1.5, n), none),
-        "b": (rng.poisson(3, n) * 1.0, none),
+        "b": (rng.poisson(3, n).astype(np.float64), none),
         "c": (c, none),
     }
 

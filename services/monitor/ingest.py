@@ -367,16 +367,20 @@ KNOWN_IDS = {
 }
 
 
+def _ids_parameters(dialect: str, model: str, segment: int, ids: list[str]) -> Any:
+    """The parameters of the id statements above: positional for SQLite (the ids as one
+    JSON array), named for PostgreSQL (the ids as one text[])."""
+    if dialect == "sqlite":
+        return (model, segment, json.dumps(ids))
+    return {"model": model, "segment": segment, "ids": ids}
+
+
 def _store_ids(
     connection: Connection, model: str, ids: list[str], segment: int
 ) -> npt.NDArray[np.bool_]:
     """Record the batch's prediction ids; the mask is False for ids already known."""
     dialect = connection.dialect.name
-    params: Any
-    if dialect == "sqlite":
-        params = (model, segment, json.dumps(ids))
-    else:
-        params = {"model": model, "segment": segment, "ids": ids}
+    params = _ids_parameters(dialect, model, segment, ids)
     inserted = connection.exec_driver_sql(INSERT_IDS[dialect], params).rowcount
     if inserted == len(ids):
         return np.ones(len(ids), dtype=bool)
@@ -431,12 +435,9 @@ def expire(connection: Connection, now: int, limit: int = EXPIRE_SEGMENTS) -> in
     for segment, model, payload in old:
         batch = ingest_pb2.PredictionBatch.FromString(bytes(payload))
         ids = columns.identifiers(batch.prediction_ids, batch.row_count, "prediction_ids")
-        params: Any
-        if dialect == "sqlite":
-            params = (model, segment, json.dumps(ids))
-        else:
-            params = {"model": model, "segment": segment, "ids": ids}
-        connection.exec_driver_sql(DELETE_IDS[dialect], params)
+        connection.exec_driver_sql(
+            DELETE_IDS[dialect], _ids_parameters(dialect, model, segment, ids)
+        )
     if old:
         connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id.in_([row[0] for row in old])))
     # Labels that waited the whole window for their prediction are dropped too.

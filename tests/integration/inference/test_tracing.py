@@ -49,7 +49,8 @@ class Traced:
 @pytest.fixture
 async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
     """Registry and inference, each on a provider of its own keeping spans in memory;
-    ``churn`` version 1 in production (loaded at start), version 2 registered only."""
+    ``churn`` version 1 in production (loaded at start), version 2 registered only;
+    model calls run in the executor."""
     registry_spans, inference_spans = recorded("keel-registry"), recorded("keel-inference")
     url = f"sqlite:///{tmp_path / 'r.db'}"
     async with running_registry(url, tmp_path / "registry", provider=registry_spans.provider) as (
@@ -60,8 +61,13 @@ async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
         await registry.register("churn", xgboost_artifact(trees=5))
         await registry.register("churn", xgboost_artifact(trees=7))
         await registry.set_alias("churn", "production", 1)
+        # Every model call in the executor (budget 0): requests arriving while one runs
+        # are batched, whereas calls on the event loop leave coalescing to chance.
         async with running_inference(
-            port, tmp_path / "inference", provider=inference_spans.provider
+            port,
+            tmp_path / "inference",
+            provider=inference_spans.provider,
+            inline_predict_budget_s=0,
         ) as served:
             yield Traced(registry, served, registry_spans, inference_spans)
 

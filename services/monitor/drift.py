@@ -11,7 +11,9 @@ chi-squared only) adjusts for multiple testing across the report's columns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +27,7 @@ from services.monitor.reference import CategoricalReference, ModelReference, Num
 from services.monitor.scope import VersionRows
 from services.monitor.statistics import FloatArray
 
+T = TypeVar("T")
 NUMERIC = schema_pb2.FEATURE_KIND_NUMERIC
 CATEGORICAL = schema_pb2.FEATURE_KIND_CATEGORICAL
 THRESHOLDS = {
@@ -262,24 +265,27 @@ def trimmed_wasserstein(ref: NumericReference, current: statistics.Cdf) -> float
 
 
 def _central(ref: NumericReference) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """The reference's central levels, their values and half the steps between levels,
-    worked out once per reference."""
-    found = ref.__dict__.get("_central")
-    if found is None:
+    """The reference's central levels, their values and half the steps between levels."""
+
+    def work_out() -> tuple[FloatArray, FloatArray, FloatArray]:
         inside = (ref.levels >= TRIM - 1e-12) & (ref.levels <= 1 - TRIM + 1e-12)
         levels = ref.levels[inside]
-        found = ref.__dict__["_central"] = (levels, ref.values[inside], np.diff(levels) / 2)
-    assert isinstance(found, tuple)
-    return found
+        return levels, ref.values[inside], np.diff(levels) / 2
+
+    return _once(ref, "_central", work_out)
 
 
 def reference_cdf(ref: NumericReference) -> statistics.Cdf:
-    """The reference's CDF from its quantiles, built once per reference."""
-    found = ref.__dict__.get("_cdf")
-    if found is None:
-        found = ref.__dict__["_cdf"] = statistics.Cdf.from_quantiles(ref.levels, ref.values)
-    assert isinstance(found, statistics.Cdf)
-    return found
+    """The reference's CDF from its quantiles."""
+    return _once(ref, "_cdf", lambda: statistics.Cdf.from_quantiles(ref.levels, ref.values))
+
+
+def _once(ref: NumericReference, key: str, make: Callable[[], T]) -> T:
+    """``make()``, worked out once per reference (a reference never changes) and kept
+    on it under ``key``."""
+    if key not in ref.__dict__:
+        ref.__dict__[key] = make()
+    return cast(T, ref.__dict__[key])
 
 
 def _cdfs(

@@ -346,13 +346,13 @@ def _uniform_width(data: bytes, n: int) -> tuple[list[str], Indices] | None:
     body = _one_width(data, n)
     if body is None:
         return None
-    width = body.shape[1] + 4
+    size = body.shape[1]  # of each value, after its 4-byte length
     # Equal-width byte strings: NUL padding of the 'S' dtype cannot merge two values.
-    first, inverse = _factorize(body.view(f"S{width - 4}").ravel())
+    first, inverse = _factorize(body.view(f"S{size}").ravel())
     if _ascii(body):  # ASCII without NUL: one astype decodes it all
-        return body[first].view(f"S{width - 4}").ravel().astype(np.str_).tolist(), inverse
+        return body[first].view(f"S{size}").ravel().astype(np.str_).tolist(), inverse
     try:
-        return [data[r * width + 4 : (r + 1) * width].decode() for r in first.tolist()], inverse
+        return [bytes(body[r]).decode() for r in first.tolist()], inverse
     except UnicodeDecodeError:
         return None  # the loop names the first offending row
 

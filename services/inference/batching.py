@@ -145,7 +145,7 @@ class Batcher:
         predict: Predict,
         *,
         max_batch_rows: int = 64,
-        max_delay_s: float = 0.0005,
+        max_delay_s: float = 0.002,
         executor: Executor,
         max_queue: int = 1024,
         name: str = "model",

@@ -23,7 +23,7 @@ class InferenceSettings(ServerSettings):
         description="Rows per coalesced model call (a larger request runs alone).",
     )
     max_batch_delay_s: float = Field(
-        default=0.0005, ge=0, description="Longest wait for more requests to batch with."
+        default=0.002, ge=0, description="Longest wait for more requests to batch with."
     )
     max_request_rows: int = Field(
         default=100_000, ge=1, description="Rows one request may send (RESOURCE_EXHAUSTED above)."

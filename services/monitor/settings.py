@@ -42,7 +42,7 @@ class MonitorSettings(DatabaseSettings):
     )
     max_batch_rows: int = Field(default=10_000, ge=1, description="Largest batch accepted.")
     max_in_flight_batches: int = Field(
-        default=16, ge=1, le=1024, description="Flow-control window of a LogPredictions stream."
+        default=64, ge=1, le=1024, description="Flow-control window of a LogPredictions stream."
     )
     max_rows_per_s: float = Field(
         default=0,

@@ -90,6 +90,10 @@ def _line(label: str, ratios: list[float], goal: str, met: bool | None) -> None:
 
 def ratios(results: Results) -> None:
     print("ratios (median of per-run ratios; throughput ratios unless marked)")
+    # The most a server that costs at least the floor could be against MLServer's best: when
+    # under 3, the goal below cannot be met on this machine in this run.
+    ceiling = _per_run(results, (1, 32, "floor"), (1, 32, "mlserver-best"))
+    _line("floor / mlserver-best, 1 row x 32: ceiling", ceiling, "", None)
     for keel in KEELS:
         small = (1, 32, keel)
         big = (100, 8, keel)

@@ -1,11 +1,14 @@
 """A batch decoded and counted before its transaction, in a thread of its own: the
 counting (numpy) of one batch then overlaps with the database work (SQLite releases the
 GIL) of the batches before it. Counted as if every row were new; the rare batch whose
-ids turn out to be partly known is counted again for its new rows only. A traced batch's
-distinct (trace id, span id) pairs are picked out here too, off the event loop."""
+ids turn out to be partly known is counted again for its new rows only. What the
+transaction stores is made here too (the serialised batch, its ids as one JSON array), so
+the one writer's turn holds only the statements; and a traced batch's distinct
+(trace id, span id) pairs are picked out, off the event loop."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +32,8 @@ class Counted:
     error: DomainError | None = None
     deltas: dict[int, tuple[State, int]] = field(default_factory=dict)  # start -> counts, rows
     spans: list[tuple[int, int]] = field(default_factory=list)  # distinct traced requests
+    payload: bytes = b""  # the batch, serialised: the segment kept for the join window
+    ids_json: str = "[]"  # its prediction ids as one JSON array: a statement parameter
 
 
 def count_rows(
@@ -70,4 +75,7 @@ def count_batch(
     spans = []
     if span_limit and batch.trace_ids:
         spans = distinct_spans(batch.trace_ids, batch.span_ids, decoded.row_count, span_limit)
-    return Counted(decoded, None, deltas, spans)
+    payload, ids_json = b"", "[]"
+    if decoded.row_count:
+        payload, ids_json = batch.SerializeToString(), json.dumps(decoded.ids)
+    return Counted(decoded, None, deltas, spans, payload, ids_json)

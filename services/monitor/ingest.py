@@ -31,7 +31,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, Tracer
 from opentelemetry.util.types import AttributeValue
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.db import Database
@@ -237,8 +237,8 @@ class Ingestor:
         key = Key(reference.model, reference.version, _name(batch.deployment), batch.variant)
         deltas, kept = counted.deltas, decoded.row_count
         if decoded.row_count:
-            segment = _store_segment(connection, batch, key, now + self._join_window_ns)
-            fresh = _store_ids(connection, key.model, decoded.ids, segment)
+            segment = _store_segment(connection, counted.payload, key, now + self._join_window_ns)
+            fresh = _store_ids(connection, key.model, decoded.ids, counted.ids_json, segment)
             if not fresh.all():  # some rows were seen before: count the new ones only
                 chosen = np.flatnonzero(fresh)
                 kept = len(chosen)
@@ -324,27 +324,43 @@ def _set_mark(connection: Connection, producer_id: str, sequence: int, now: int)
         connection.execute(statement.on_conflict_do_nothing())
 
 
-def _store_segment(
-    connection: Connection, batch: ingest_pb2.PredictionBatch, key: Key, expire: int
-) -> int:
-    row = connection.execute(
-        insert(SEGMENTS)
-        .values(
-            model=key.model,
-            version=key.version,
-            deployment=key.deployment,
-            variant=key.variant,
-            expire_time=expire,
-            payload=batch.SerializeToString(),
-        )
-        .returning(SEGMENTS.c.id)
-    ).one()
-    return int(row[0])
+INSERT_SEGMENT = {
+    # Written as the driver's statement: building it with SQLAlchemy for every batch (a
+    # 100 KB bound value, a cache key) cost more than SQLite's insert.
+    "sqlite": (
+        "INSERT INTO monitor_segments "
+        "(model, version, deployment, variant, expire_time, payload) "
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
+    ),
+    "postgresql": (
+        "INSERT INTO monitor_segments "
+        "(model, version, deployment, variant, expire_time, payload) "
+        "VALUES (%(model)s, %(version)s, %(deployment)s, %(variant)s, %(expire)s, %(payload)s) "
+        "RETURNING id"
+    ),
+}
 
 
+def _store_segment(connection: Connection, payload: bytes, key: Key, expire: int) -> int:
+    """Keep the serialised batch for the join window; returns the segment's id."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        params: Any = (key.model, key.version, key.deployment, key.variant, expire, payload)
+    else:
+        params = {
+            "model": key.model,
+            "version": key.version,
+            "deployment": key.deployment,
+            "variant": key.variant,
+            "expire": expire,
+            "payload": payload,
+        }
+    return int(connection.exec_driver_sql(INSERT_SEGMENT[dialect], params).one()[0])
+
+
+# The ids of a batch travel as one parameter, a JSON array of strings (``json.dumps`` of
+# the list, made while counting): per-row parameter binding was most of a batch's cost.
 INSERT_IDS = {
-    # One statement per batch, the ids as one array parameter: per-row parameter binding
-    # was most of the cost of a batch.
     "sqlite": (
         'INSERT INTO monitor_prediction_ids (model, prediction_id, segment, "row", labeled) '
         "SELECT ?, value, ?, key, 0 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
@@ -352,7 +368,8 @@ INSERT_IDS = {
     "postgresql": (
         'INSERT INTO monitor_prediction_ids (model, prediction_id, segment, "row", labeled) '
         "SELECT %(model)s, id, %(segment)s, ord - 1, false "
-        "FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS t(id, ord) ON CONFLICT DO NOTHING"
+        "FROM json_array_elements_text(%(ids)s::json) WITH ORDINALITY AS t(id, ord) "
+        "ON CONFLICT DO NOTHING"
     ),
 }
 KNOWN_IDS = {
@@ -362,25 +379,26 @@ KNOWN_IDS = {
     ),
     "postgresql": (
         "SELECT prediction_id FROM monitor_prediction_ids WHERE model = %(model)s "
-        "AND segment != %(segment)s AND prediction_id = ANY(%(ids)s)"
+        "AND segment != %(segment)s "
+        "AND prediction_id IN (SELECT json_array_elements_text(%(ids)s::json))"
     ),
 }
 
 
-def _ids_parameters(dialect: str, model: str, segment: int, ids: list[str]) -> Any:
-    """The parameters of the id statements above: positional for SQLite (the ids as one
-    JSON array), named for PostgreSQL (the ids as one text[])."""
+def _ids_parameters(dialect: str, model: str, segment: int, ids_json: str) -> Any:
+    """The parameters of the id statements: positional for SQLite, named for PostgreSQL."""
     if dialect == "sqlite":
-        return (model, segment, json.dumps(ids))
-    return {"model": model, "segment": segment, "ids": ids}
+        return (model, segment, ids_json)
+    return {"model": model, "segment": segment, "ids": ids_json}
 
 
 def _store_ids(
-    connection: Connection, model: str, ids: list[str], segment: int
+    connection: Connection, model: str, ids: list[str], ids_json: str, segment: int
 ) -> npt.NDArray[np.bool_]:
-    """Record the batch's prediction ids; the mask is False for ids already known."""
+    """Record the batch's prediction ids (``ids_json``: the same, as JSON); the mask is
+    False for ids already known."""
     dialect = connection.dialect.name
-    params = _ids_parameters(dialect, model, segment, ids)
+    params = _ids_parameters(dialect, model, segment, ids_json)
     inserted = connection.exec_driver_sql(INSERT_IDS[dialect], params).rowcount
     if inserted == len(ids):
         return np.ones(len(ids), dtype=bool)
@@ -415,8 +433,8 @@ DELETE_IDS = {
         "AND prediction_id IN (SELECT value FROM json_each(?))"
     ),
     "postgresql": (
-        "DELETE FROM monitor_prediction_ids WHERE model = %(model)s "
-        "AND segment = %(segment)s AND prediction_id = ANY(%(ids)s)"
+        "DELETE FROM monitor_prediction_ids WHERE model = %(model)s AND segment = %(segment)s "
+        "AND prediction_id IN (SELECT json_array_elements_text(%(ids)s::json))"
     ),
 }
 
@@ -436,7 +454,7 @@ def expire(connection: Connection, now: int, limit: int = EXPIRE_SEGMENTS) -> in
         batch = ingest_pb2.PredictionBatch.FromString(bytes(payload))
         ids = columns.identifiers(batch.prediction_ids, batch.row_count, "prediction_ids")
         connection.exec_driver_sql(
-            DELETE_IDS[dialect], _ids_parameters(dialect, model, segment, ids)
+            DELETE_IDS[dialect], _ids_parameters(dialect, model, segment, json.dumps(ids))
         )
     if old:
         connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id.in_([row[0] for row in old])))

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.monitor.aggregates import State
-from services.monitor.numeric_block import count_block
+from services.monitor.numeric_block import PREDICTION, bin_indices, count_block
 from services.monitor.reference import (
     BINARY,
     GRID_CELLS,
@@ -85,7 +85,7 @@ def count_numeric(
         outside = ((present < ref.minimum) | (present > ref.maximum)) & ~out
         count[3] += int(outside.sum())
         if len(ref.edges):
-            index = np.searchsorted(ref.edges, present, side="right")
+            index = bin_indices(ref.edges[None, :], present[None, :])[0]
             bins += np.bincount(index, minlength=len(bins))
         else:
             bins[0] += len(present)
@@ -114,7 +114,10 @@ def count_categorical(state: State, prefix: str, codes: Ints, missing: Mask) -> 
 
 def count_predictions(state: State, reference: ModelReference, rows: Rows) -> None:
     """Add logged predictions (inputs and outputs) to ``state``."""
-    counted = count_block(state, reference.block, rows.numeric)
+    out = rows.outputs
+    output = _numeric_output(reference, out)
+    numeric = rows.numeric if output is None else {**rows.numeric, PREDICTION: output}
+    counted = count_block(state, reference.block, numeric)
     for feature in reference.features:
         if feature.name in counted:
             continue
@@ -126,17 +129,11 @@ def count_predictions(state: State, reference: ModelReference, rows: Rows) -> No
         elif feature.name in rows.categorical:
             codes, missing = rows.categorical[feature.name]
             count_categorical(state, f"c:{feature.name}", codes, missing)
-    out = rows.outputs
-    ref = reference.columns.get("prediction")
-    unbounded = (-np.inf, np.inf)
-    if reference.task == BINARY and out.score is not None:
-        count_numeric(state, "n:prediction", ref, out.score, np.isnan(out.score), unbounded)
-    elif reference.task == MULTICLASS and out.predicted is not None:
+    if reference.task == MULTICLASS and out.predicted is not None:
         count_categorical(state, "c:prediction", out.predicted, out.predicted < 0)
-    elif out.prediction is not None:
-        count_numeric(
-            state, "n:prediction", ref, out.prediction, np.isnan(out.prediction), unbounded
-        )
+    elif output is not None and PREDICTION not in counted:  # no reference: not in the block
+        ref = reference.columns.get(PREDICTION)
+        count_numeric(state, "n:prediction", ref, *output, (-np.inf, np.inf))
     if reference.classifier and out.predicted is not None:
         labels = state.i8("pred:labels")
         labels += np.bincount(out.predicted, minlength=len(labels))
@@ -146,6 +143,14 @@ def count_predictions(state: State, reference: ModelReference, rows: Rows) -> No
             keep = group >= 0
             flat = group[keep] * k + out.predicted[keep]
             table += np.bincount(flat, minlength=table.size).reshape(table.shape)
+
+
+def _numeric_output(reference: ModelReference, out: Outputs) -> tuple[Floats, Mask] | None:
+    """A binary classifier's score or a regressor's value, with its missing rows."""
+    if reference.task == MULTICLASS:
+        return None
+    value = out.score if reference.task == BINARY else out.prediction
+    return None if value is None else (value, np.isnan(value))
 
 
 def count_labels(state: State, reference: ModelReference, rows: Rows, actual: Floats) -> None:

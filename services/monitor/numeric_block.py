@@ -10,16 +10,29 @@ import numpy as np
 import numpy.typing as npt
 
 from services.monitor.aggregates import State, slots
-from services.monitor.reference import GRID_CELLS, ModelReference, NumericReference
+from services.monitor.reference import (
+    GRID_CELLS,
+    MULTICLASS,
+    FeatureSpec,
+    ModelReference,
+    NumericReference,
+)
 
 Floats = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
+PREDICTION = "prediction"  # the output's name in the block (its arrays are n:prediction)
 CELLS = GRID_CELLS + 3  # under, G cells, over, and a slot for missing values
+# Up to this many edges, a value's bin is found by comparing it with every edge (no
+# branches, vectorised): a binary search (``searchsorted``) mispredicts its branches on
+# fresh data and cost 3.5x as much for the deciles' 9 edges (250 vs 71 us a batch).
+COMPARE_EDGES = 32
 
 
 @dataclass(frozen=True)
 class Block:
-    """The constants of the numeric features that have a reference, in order."""
+    """The constants of the numeric features that have a reference, in order, then the
+    model's numeric output (``prediction``: a binary classifier's score, a regressor's
+    value) when it has one, with no allowed range."""
 
     names: tuple[str, ...]
     lo: Floats
@@ -38,6 +51,9 @@ class Block:
             for f in reference.features
             if f.numeric and isinstance(r := reference.columns.get(f.name), NumericReference)
         ]
+        output = reference.columns.get(PREDICTION)
+        if reference.task != MULTICLASS and isinstance(output, NumericReference):
+            chosen.append((FeatureSpec(PREDICTION, "numeric"), output))
         grids = [r.grid() for _, r in chosen]
         widest = max([len(r.edges) for _, r in chosen] + [1])
         edges = np.full((len(chosen), widest), np.inf)
@@ -80,9 +96,7 @@ def count_block(state: State, block: Block, columns: dict[str, tuple[Floats, Mas
     cells += (np.arange(f) * CELLS)[:, None]
     grids = np.bincount(cells.ravel(), minlength=f * CELLS).reshape(f, CELLS)
     widest = block.edges.shape[1] + 2
-    bin_index = np.empty((f, n), dtype=np.int64)
-    for j, i in enumerate(present):
-        bin_index[j] = np.searchsorted(block.edges[i], x[j], side="right")
+    bin_index = bin_indices(block.edges[pick], x)
     if gaps:
         bin_index[missing] = widest - 1
     bin_index += (np.arange(f) * widest)[:, None]
@@ -101,6 +115,21 @@ def count_block(state: State, block: Block, columns: dict[str, tuple[Floats, Mas
     counts = np.column_stack([np.full(f, n), missed, outs, outsides])
     _scatter(state, block, pick, counts, grids, bins, np.column_stack([sums, squares]), lows, highs)
     return set(names)
+
+
+def bin_indices(edges: Floats, x: Floats) -> npt.NDArray[np.int64]:
+    """``searchsorted(edges[j], x[j], side="right")`` for each row ``j`` of ``x``: the
+    number of edges at or below each value (``edges``: one increasing row per row of
+    ``x``, padded with +inf). NaN counts as below every edge here; callers mask it."""
+    if edges.shape[1] > COMPARE_EDGES:
+        index = np.empty(x.shape, dtype=np.int64)
+        for j in range(len(x)):
+            index[j] = np.searchsorted(edges[j], x[j], side="right")
+        return index
+    count = np.zeros(x.shape, dtype=np.uint8)
+    for k in range(edges.shape[1]):
+        count += x >= edges[:, k : k + 1]
+    return count.astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ import pytest
 
 from keel.client.profile import categorical_profile, numeric_profile
 from keel.monitor.v1 import ingest_pb2
-from services.monitor.accumulate import Rows, count_numeric, count_predictions
+from services.monitor.accumulate import Outputs, Rows, count_numeric, count_predictions
 from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
 from services.monitor.counted import count_batch
+from services.monitor.numeric_block import COMPARE_EDGES, bin_indices
 from services.monitor.reference import BINARY, FeatureSpec, ModelReference, NumericReference
 from tests.support.monitor_batches import column_raw, column_strings
 
@@ -39,6 +40,7 @@ def reference() -> ModelReference:
         "a": column_reference(numeric_profile("a", rng.normal(0, 1, 5000))),
         "b": column_reference(numeric_profile("b", rng.poisson(2, 5000).astype(float))),
         "c": column_reference(numeric_profile("c", rng.lognormal(0, 1, 5000))),
+        "prediction": column_reference(numeric_profile("prediction", rng.beta(2, 5, 5000))),
     }
     features = (
         FeatureSpec("a", "numeric", range_min=-2.5, range_max=2.5),
@@ -89,8 +91,10 @@ def test_the_block_path_counts_exactly_like_one_column_at_a_time(
 ) -> None:
     ref = reference()
     columns = rows(1, 2000)
+    score = np.random.default_rng(3).beta(2, 4, 2000)
+    score[::97] = np.nan  # a score the model did not give
     together = State.empty(ref.layout)
-    count_predictions(together, ref, Rows(numeric=columns))
+    count_predictions(together, ref, Rows(numeric=columns, outputs=Outputs(score=score)))
     apart = State.empty(ref.layout)
     for feature in ref.features:
         values, missing = columns[feature.name]
@@ -98,9 +102,13 @@ def test_the_block_path_counts_exactly_like_one_column_at_a_time(
         assert isinstance(column, NumericReference)
         bounds = (feature.range_min, feature.range_max)
         count_numeric(apart, f"n:{feature.name}", column, values, missing, bounds)
-    for name, array in apart.arrays.items():
-        if name.startswith("n:") and not name.startswith("n:prediction"):
-            assert_close(together.arrays[name], array, name)
+    unbounded = (-np.inf, np.inf)
+    output = ref.columns["prediction"]
+    count_numeric(apart, "n:prediction", output, score, np.isnan(score), unbounded)
+    compared = [name for name in apart.arrays if name.startswith("n:")]
+    assert any(name.startswith("n:prediction") for name in compared)
+    for name in compared:
+        assert_close(together.arrays[name], apart.arrays[name], name)
 
 
 def test_two_halves_merged_equal_the_whole() -> None:
@@ -149,3 +157,22 @@ def test_a_batch_counts_its_unseen_categories_once() -> None:
     ((state, rows),) = counted.deltas.values()
     assert rows == 6 and state.unseen == {"city": {"oslo": 2, "rome": 1}}
     assert list(state.i8("c:city:counts")) == [2, 1, 3]  # paris, lyon, unseen
+
+
+@pytest.mark.parametrize("edges_per_row", [1, 9, COMPARE_EDGES, COMPARE_EDGES + 1, 100])
+def test_bin_indices_are_searchsorteds_right_side(edges_per_row: int) -> None:
+    rng = np.random.default_rng(edges_per_row)
+    rows = 4
+    edges = np.full((rows, edges_per_row), np.inf)
+    for j in range(rows):
+        width = edges_per_row if j % 2 == 0 else max(1, edges_per_row // 2)  # padded rows
+        edges[j, :width] = np.sort(rng.choice(np.arange(-500, 500) / 10, width, replace=False))
+    x = rng.normal(0, 30, (rows, 2000))
+    x[:, :50] = edges[:, :1]  # on the lowest edge
+    x[:, 50:100] = -1e9  # below every edge
+    x[:, 100:150] = 1e9  # above every (finite) edge
+    got = bin_indices(edges, x)
+    assert got.dtype == np.int64
+    for j in range(rows):
+        want = np.searchsorted(edges[j], x[j], side="right")
+        np.testing.assert_array_equal(got[j], want, err_msg=f"row {j}")

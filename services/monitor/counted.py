@@ -1,15 +1,16 @@
-"""A batch decoded and counted before its transaction, in a thread of its own: the
-counting (numpy) of one batch then overlaps with the database work (SQLite releases the
-GIL) of the batches before it. Counted as if every row were new; the rare batch whose
-ids turn out to be partly known is counted again for its new rows only. What the
-transaction stores is made here too (the serialised batch, its ids as one JSON array), so
-the one writer's turn holds only the statements; and a traced batch's distinct
-(trace id, span id) pairs are picked out, off the event loop."""
+"""A batch decoded and counted before its transaction, away from the event loop and the
+writer: counted as if every row were new (the rare batch whose ids turn out to be partly
+known is decoded and counted again for its new rows only). What the transaction stores
+is made here too (the serialised batch, its ids as one JSON array), so the one writer's
+turn holds only the statements; and a traced batch's distinct (trace id, span id) pairs
+are picked out. A ``Counted`` holds no decoded rows, so it can come from another process
+(``services.monitor.counting``)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -19,21 +20,30 @@ from services.common.errors import DomainError
 from services.common.tracing import distinct_spans
 from services.monitor.accumulate import Rows, count_predictions
 from services.monitor.aggregates import State
-from services.monitor.batches import DecodedBatch, decode
+from services.monitor.batches import decode
 from services.monitor.buckets import NS
 from services.monitor.reference import ModelReference
 
 
 @dataclass
 class Counted:
-    """A batch's rows and their counts per base bucket (or why it was refused)."""
+    """A batch's counts per base bucket and what its transaction stores (or why it was
+    refused)."""
 
-    decoded: DecodedBatch | None
     error: DomainError | None = None
+    row_count: int = 0
     deltas: dict[int, tuple[State, int]] = field(default_factory=dict)  # start -> counts, rows
     spans: list[tuple[int, int]] = field(default_factory=list)  # distinct traced requests
     payload: bytes = b""  # the batch, serialised: the segment kept for the join window
     ids_json: str = "[]"  # its prediction ids as one JSON array: a statement parameter
+    ignored_columns: list[str] = field(default_factory=list)
+    unseen: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """The prediction ids, in row order (read only on the paths that need them)."""
+        ids: list[str] = json.loads(self.ids_json)
+        return ids
 
 
 def count_rows(
@@ -64,18 +74,29 @@ def count_batch(
     reference: ModelReference,
     bucket_s: int,
     span_limit: int = 0,
+    payload: bytes | None = None,
 ) -> Counted:
-    """Decode and count ``batch``; with ``span_limit``, also up to that many of its rows'
-    distinct (trace id, span id) pairs (none are looked for at 0)."""
+    """Decode and count ``batch`` (``payload``: its serialisation, when the caller has
+    it); with ``span_limit``, also up to that many of its rows' distinct (trace id,
+    span id) pairs (none are looked for at 0)."""
     try:
         decoded = decode(batch, reference)
     except DomainError as error:
-        return Counted(None, error)
+        return Counted(error)
     deltas = count_rows(reference, decoded.rows, decoded.times, bucket_s, decoded.unseen)
     spans = []
     if span_limit and batch.trace_ids:
         spans = distinct_spans(batch.trace_ids, batch.span_ids, decoded.row_count, span_limit)
-    payload, ids_json = b"", "[]"
+    counted = Counted(
+        None,
+        decoded.row_count,
+        deltas,
+        spans,
+        ignored_columns=decoded.ignored_columns,
+        unseen=decoded.unseen,
+    )
     if decoded.row_count:
-        payload, ids_json = batch.SerializeToString(), json.dumps(decoded.ids)
-    return Counted(decoded, None, deltas, spans, payload, ids_json)
+        counted.payload = batch.SerializeToString() if payload is None else payload
+        counted.ids_json = json.dumps(decoded.ids)
+        counted.__dict__["ids"] = decoded.ids  # the list is at hand: no need to parse it
+    return counted

@@ -44,7 +44,7 @@ from services.common.tracing import (
 )
 from services.monitor import columns
 from services.monitor.aggregates import State
-from services.monitor.batches import DecodedBatch, invalid
+from services.monitor.batches import decode, invalid
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
 from services.monitor.counted import Counted, count_batch, count_rows
 from services.monitor.feedback import Keeping, join_labels, pending_for
@@ -171,7 +171,7 @@ class Ingestor:
             "db.system": self._db.dialect,
             "db.operation": "apply_prediction_batches",
             "keel.batches": len(group),
-            "keel.rows": sum(c.decoded.row_count for c in counted if c.decoded is not None),
+            "keel.rows": sum(c.row_count for c in counted),
         }
         return shared_span(self._tracer, "keel.monitor.db", calls, attributes)
 
@@ -215,8 +215,8 @@ class Ingestor:
         state = _GroupState(connection, BucketWriter(connection, self._bucket_s))
         outcomes: list[BatchResult | DomainError] = []
         for item, result in zip(group, counted, strict=True):
-            if result.error is not None or result.decoded is None:
-                outcomes.append(result.error or DomainError("batch not decoded"))
+            if result.error is not None:
+                outcomes.append(result.error)
                 continue
             outcomes.append(self._apply(state, item, result))
         state.writer.flush()
@@ -227,35 +227,41 @@ class Ingestor:
 
     def _apply(self, group: _GroupState, item: _Item, counted: Counted) -> BatchResult:
         batch, reference = item.batch, item.reference
-        decoded = counted.decoded
-        assert decoded is not None
+        ignored = counted.ignored_columns
         connection, writer = group.connection, group.writer
         mark = group.mark(batch.producer_id)
         if 0 < batch.sequence <= mark:
-            return BatchResult(DUPLICATE, mark, 0, batch.row_count, decoded.ignored_columns)
+            return BatchResult(DUPLICATE, mark, 0, batch.row_count, ignored)
         now = time.time_ns()
         key = Key(reference.model, reference.version, _name(batch.deployment), batch.variant)
-        deltas, kept = counted.deltas, decoded.row_count
-        if decoded.row_count:
+        deltas, kept = counted.deltas, counted.row_count
+        if counted.row_count:
             segment = _store_segment(connection, counted.payload, key, now + self._join_window_ns)
-            fresh = _store_ids(connection, key.model, decoded.ids, counted.ids_json, segment)
+            fresh = _store_ids(connection, key.model, counted, segment)
             if not fresh.all():  # some rows were seen before: count the new ones only
                 chosen = np.flatnonzero(fresh)
                 kept = len(chosen)
-                rows, times = decoded.rows.take(chosen), decoded.times[chosen]
-                deltas = count_rows(reference, rows, times, self._bucket_s, decoded.unseen)
+                deltas = self._recount(batch, reference, chosen)
         for start, (delta, count) in deltas.items():
             writer.add(key, reference, start, partial(_add, delta), rows=count)
         if batch.rejections:
             _count_rejections(writer, key, reference, batch, now)
         if kept and group.pending(key.model):
-            ids = decoded.ids if kept == decoded.row_count else _kept_ids(decoded, fresh)
+            ids = counted.ids if kept == counted.row_count else _kept_ids(counted.ids, fresh)
             join_labels(connection, writer, reference, ids, now)
         if batch.sequence > mark:
             group.marks[batch.producer_id] = group.moved[batch.producer_id] = batch.sequence
             mark = batch.sequence
-        duplicates = decoded.row_count - kept
-        return BatchResult(APPLIED, mark, kept, duplicates, decoded.ignored_columns)
+        duplicates = counted.row_count - kept
+        return BatchResult(APPLIED, mark, kept, duplicates, ignored)
+
+    def _recount(
+        self, batch: ingest_pb2.PredictionBatch, reference: ModelReference, chosen: npt.NDArray[Any]
+    ) -> dict[int, tuple[State, int]]:
+        """Counts of the ``chosen`` rows of ``batch`` alone (it decoded once already)."""
+        decoded = decode(batch, reference)
+        rows, times = decoded.rows.take(chosen), decoded.times[chosen]
+        return count_rows(reference, rows, times, self._bucket_s, decoded.unseen)
 
 
 @dataclass
@@ -283,8 +289,8 @@ def _add(delta: State, into: State) -> None:
     into.merge(delta)
 
 
-def _kept_ids(decoded: DecodedBatch, fresh: npt.NDArray[np.bool_]) -> list[str]:
-    return [pid for pid, keep in zip(decoded.ids, fresh, strict=True) if keep]
+def _kept_ids(ids: list[str], fresh: npt.NDArray[np.bool_]) -> list[str]:
+    return [pid for pid, keep in zip(ids, fresh, strict=True) if keep]
 
 
 def check_batch(batch: ingest_pb2.PredictionBatch, max_rows: int) -> None:
@@ -393,17 +399,17 @@ def _ids_parameters(dialect: str, model: str, segment: int, ids_json: str) -> An
 
 
 def _store_ids(
-    connection: Connection, model: str, ids: list[str], ids_json: str, segment: int
+    connection: Connection, model: str, counted: Counted, segment: int
 ) -> npt.NDArray[np.bool_]:
-    """Record the batch's prediction ids (``ids_json``: the same, as JSON); the mask is
-    False for ids already known."""
+    """Record the batch's prediction ids; the mask is False for ids already known."""
     dialect = connection.dialect.name
-    params = _ids_parameters(dialect, model, segment, ids_json)
+    params = _ids_parameters(dialect, model, segment, counted.ids_json)
+    n = counted.row_count
     inserted = connection.exec_driver_sql(INSERT_IDS[dialect], params).rowcount
-    if inserted == len(ids):
-        return np.ones(len(ids), dtype=bool)
+    if inserted == n:
+        return np.ones(n, dtype=bool)
     known = {row[0] for row in connection.exec_driver_sql(KNOWN_IDS[dialect], params)}
-    return np.fromiter((pid not in known for pid in ids), dtype=bool, count=len(ids))
+    return np.fromiter((pid not in known for pid in counted.ids), dtype=bool, count=n)
 
 
 def _count_rejections(

@@ -151,9 +151,7 @@ def test_a_batch_counts_its_unseen_categories_once() -> None:
     )
     batch.outputs.score.CopyFrom(column_raw("", np.full(6, 0.7)))
     counted = count_batch(batch, ref, 300)
-    assert counted.decoded is not None and counted.decoded.unseen == {
-        "city": {"oslo": 2, "rome": 1}
-    }
+    assert counted.error is None and counted.unseen == {"city": {"oslo": 2, "rome": 1}}
     ((state, rows),) = counted.deltas.values()
     assert rows == 6 and state.unseen == {"city": {"oslo": 2, "rome": 1}}
     assert list(state.i8("c:city:counts")) == [2, 1, 3]  # paris, lyon, unseen

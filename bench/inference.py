@@ -37,10 +37,9 @@ from bench.inference_servers import (
     start_mlserver,
     start_registry,
     stop,
-    tree_cpu_seconds,
     wait_model_ready,
 )
-from bench.stats import machine_note, median
+from bench.stats import machine_note, median, tree_cpu_seconds
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 
@@ -60,9 +59,9 @@ def _client(args: list[str], timeout: float) -> object:
 
 def measure(server: Running, rows: int, clients: int, seconds: float, warmup: float) -> Figures:
     args = ["load", server.address, str(rows), str(clients), str(seconds), str(warmup)]
-    cpu_before = tree_cpu_seconds(server.proc.pid)
+    cpu_before = tree_cpu_seconds(server.proc.pid) or 0.0
     got = _client(args, timeout=seconds + warmup + 120)
-    cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
+    cpu = (tree_cpu_seconds(server.proc.pid) or 0.0) - cpu_before
     assert isinstance(got, dict)
     if got["first_error"]:
         print(f"!! {server.name}: {got['errors']} failed calls, e.g. {got['first_error']}")

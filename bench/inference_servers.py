@@ -23,7 +23,6 @@ import grpc
 
 from bench import procs
 from bench.inference_models import MODEL, BenchModel, write_mlserver_repository
-from bench.stats import process_cpu_seconds
 from keel.oip.v2 import open_inference_pb2 as oip
 from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from services.common.service import read_ready_file
@@ -134,26 +133,6 @@ def wait_model_ready(server: Running, timeout: float = START_TIMEOUT_S) -> None:
                 pass
             time.sleep(0.2)
     raise _failed(server.name, server.proc, server.log, f"model not ready after {timeout:.0f}s")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (MLServer's and
-    Keel's worker processes), from Linux ``/proc``."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
-        tree.update(children)
-        frontier.extend(children)
-    return sum(process_cpu_seconds(member) or 0.0 for member in tree)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from bench.monitor_batches import open_request
+from bench.stats import process_tree
 from keel.monitor.v1 import ingest_pb2, monitor_pb2, monitor_pb2_grpc, reports_pb2
 
 METHOD = "/keel.monitor.v1.MonitorService/LogPredictions"
@@ -167,14 +168,18 @@ async def ingest(
 
 
 def rss_mb(pid: int) -> float:
-    """Resident set size of ``pid`` (VmRSS), in MiB; NaN once the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    """Resident set size of ``pid`` and its children (the monitor's counting process):
+    VmRSS summed, in MiB; NaN once ``pid`` is gone."""
+    total = 0.0
+    for member in sorted(process_tree(pid)):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            if member == pid:
+                return float("nan")
+            continue
+        total += next((int(x.split()[1]) for x in lines if x.startswith("VmRSS:")), 0) / 1024
+    return total
 
 
 @dataclass

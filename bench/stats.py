@@ -31,6 +31,34 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and its live descendants (worker processes), from Linux ``/proc``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` and its live descendants (MLServer's, Keel's
+    inference workers, the monitor's counting process); None once ``pid`` is gone."""
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(process_cpu_seconds(member) or 0.0 for member in process_tree(pid) - {pid})
+
+
 @dataclass
 class CpuShare:
     """How busy the server process and this (client) process were during a phase, as a
@@ -45,7 +73,8 @@ class CpuShare:
 
 
 class CpuMeter:
-    """Measures the CPU share of the server and of this process over a ``with`` block."""
+    """Measures the CPU share of the server (its process and their children) and of this
+    process over a ``with`` block."""
 
     def __init__(self, server_pid: int) -> None:
         self.pid = server_pid
@@ -54,12 +83,12 @@ class CpuMeter:
     def __enter__(self) -> CpuMeter:
         self._wall = time.perf_counter()
         self._client = time.process_time()
-        self._server = process_cpu_seconds(self.pid)
+        self._server = tree_cpu_seconds(self.pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self._wall
-        server = process_cpu_seconds(self.pid)
+        server = tree_cpu_seconds(self.pid)
         self.share = CpuShare(
             None if server is None or self._server is None else (server - self._server) / wall,
             (time.process_time() - self._client) / wall,

@@ -4,7 +4,8 @@ join window.
 
 Batches waiting when the writer is free are applied in one transaction (group commit):
 each touched bucket is read and written once per group, and the group pays for one
-commit. Decoding and counting run in a thread of their own, off the event loop.
+commit. Decoding and counting run before, away from the event loop and the writer: in the
+monitor's counting process by default (``services.monitor.counting``).
 
 Traced (the call's span records): the group's transaction is a ``keel.monitor.db`` span,
 and each applied batch puts a ``keel.monitor.record`` span (received → committed) into
@@ -19,7 +20,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,13 +46,17 @@ from services.monitor import columns
 from services.monitor.aggregates import State
 from services.monitor.batches import decode, invalid
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
-from services.monitor.counted import Counted, count_batch, count_rows
+from services.monitor.counted import Counted, count_rows
+from services.monitor.counting import Counting
 from services.monitor.feedback import Keeping, join_labels, pending_for
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
 from services.monitor.tables import PENDING, PRODUCERS, SEGMENTS
 
-GROUP_LIMIT = 64
+# Batches applied in one transaction at most: half a stream's flow-control window (64 by
+# default), so that a producer whose whole window is queued keeps sending while a group
+# is written; a group of the whole window stalled the stream once per group.
+GROUP_LIMIT = 32
 EXPIRE_SEGMENTS = 256  # segments forgotten per transaction at most
 # keel.monitor.record spans per batch at most: a batch of 10,000 single-row requests of
 # 10,000 traces costs bounded work (the first requests of the batch are recorded).
@@ -90,6 +94,8 @@ class Ingestor:
         keeping: Keeping,
         on_applied: Callable[[str], None] = lambda model: None,
         tracer: Tracer | None = None,
+        counting: Counting | None = None,
+        group_limit: int = GROUP_LIMIT,
     ) -> None:
         self._db = db
         self._tracer = tracer
@@ -100,10 +106,15 @@ class Ingestor:
         self._on_applied = on_applied
         self._queue: list[_Item] = []
         self._drainer: asyncio.Task[None] | None = None
-        self._counter = ThreadPoolExecutor(1, thread_name_prefix="monitor-count")
+        self._counting = counting or Counting(in_process=True)
+        self._group_limit = max(1, group_limit)
+
+    async def start(self) -> None:
+        """Start what counts batches (a worker process) before the first batch comes."""
+        await asyncio.to_thread(self._counting.start)
 
     def close(self) -> None:
-        self._counter.shutdown(wait=False, cancel_futures=True)
+        self._counting.close()
 
     async def applied_through(self, producer_id: str) -> int:
         return await self._db.read(lambda c: _mark(c, producer_id, lock=False))
@@ -126,9 +137,7 @@ class Ingestor:
         done.add_done_callback(lambda _: self._on_applied(reference.model))
         traced = traced_context() if self._tracer is not None else None
         limit = RECORD_SPANS_PER_BATCH if traced is not None and batch.trace_ids else 0
-        counted = loop.run_in_executor(
-            self._counter, count_batch, batch, reference, self._bucket_s, limit
-        )
+        counted = self._counting.count(batch, reference, self._bucket_s, limit)
         item = _Item(batch, reference, done, counted, traced, time.time_ns() if traced else 0)
         self._queue.append(item)
         if self._drainer is None or self._drainer.done():
@@ -137,7 +146,8 @@ class Ingestor:
 
     async def _drain(self) -> None:
         while self._queue:
-            group, self._queue = self._queue[:GROUP_LIMIT], self._queue[GROUP_LIMIT:]
+            limit = self._group_limit
+            group, self._queue = self._queue[:limit], self._queue[limit:]
             commit: SpanContext | None = None
             try:
                 counted = [await item.counted for item in group]

@@ -28,6 +28,7 @@ from services.common.tls import channel_credentials
 from services.monitor.actions import RegistryCanaries
 from services.monitor.alert_metrics import AlertMetrics
 from services.monitor.alerts import Alerting
+from services.monitor.counting import Counting
 from services.monitor.exchange import Exchange
 from services.monitor.feedback import Keeping
 from services.monitor.guards import DeploymentGuards
@@ -105,7 +106,15 @@ def build_monitor(
     )
     keeping = Keeping(settings.bucket_s, settings.join_window_s, settings.max_batch_rows)
     servicer = MonitorServicer(
-        Ingestor(db, references, keeping, alerting.notify, tracer),
+        Ingestor(
+            db,
+            references,
+            keeping,
+            alerting.notify,
+            tracer,
+            Counting(in_process=not settings.count_process),
+            group_limit=settings.max_in_flight_batches // 2,
+        ),
         Feedback(db, references, keeping, alerting.notify),
         Reports(aggregates),
         Predictions(db),
@@ -139,6 +148,7 @@ async def open_monitor(
             monitor.servicer, server
         ),
     )
+    await monitor.servicer.ingestor.start()
     monitor.guards.start()
     await monitor.alerting.start()
     expiry = asyncio.create_task(monitor.expire_forever())

@@ -44,6 +44,11 @@ class MonitorSettings(DatabaseSettings):
     max_in_flight_batches: int = Field(
         default=64, ge=1, le=1024, description="Flow-control window of a LogPredictions stream."
     )
+    count_process: bool = Field(
+        default=True,
+        description="Decode and count logged batches in a worker process (false: in a thread "
+        "of the monitor's own process, which then shares one interpreter lock with them).",
+    )
     max_rows_per_s: float = Field(
         default=0,
         ge=0,

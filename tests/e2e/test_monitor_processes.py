@@ -1,10 +1,15 @@
 """The monitor as a user runs it, as processes: killed with SIGKILL mid-stream and
-restarted, every acknowledged batch survives and a producer's resends count once; and
+restarted, every acknowledged batch survives and a producer's resends count once (and
+no process it started outlives it); and
 the same rows through two monitors, merged, answer like one monitor that saw them all."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +22,7 @@ from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import monitor_pb2_grpc as pb_grpc
 from keel.monitor.v1 import reports_pb2 as rp
 from tests.support.monitor import batch, feedback, frame, labels_for, log_classifier
-from tests.support.processes import start_service, stop
+from tests.support.processes import children, running, start_service, stop
 
 ROWS = 200
 
@@ -92,9 +97,20 @@ async def test_sigkill_loses_nothing_acknowledged_and_resends_count_once(tmp_pat
         proc, address = start_service("monitor", tmp_path, "monitor", env)
         sent = batches(version, 60)
         try:
+            # The counting process (and multiprocessing's resource tracker) start with it.
+            helpers = children(proc.pid)
+            assert helpers
             acked = await send_until_killed(address, sent, proc, kill_after=25)
-            stop(proc, grace_s=15)
+            proc.wait(timeout=15)
             assert acked >= 25
+            deadline = time.monotonic() + 10
+            while any(map(running, helpers)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            left = [pid for pid in helpers if running(pid)]
+            for pid in left:  # they hold the monitor's output pipe: stop() would wait forever
+                os.kill(pid, signal.SIGKILL)
+            assert not left, "a process the monitor started outlived it"
+            stop(proc, grace_s=15)
             proc, address = start_service("monitor", tmp_path, "monitor", env)
             async with grpc.aio.insecure_channel(address) as channel:
                 stub = pb_grpc.MonitorServiceStub(channel)

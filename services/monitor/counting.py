@@ -1,0 +1,212 @@
+"""Where prediction batches are decoded and counted before their transaction: in a
+worker process of their own (the default), or in a thread of the service's process.
+
+Counting is numpy work of a few hundred microseconds a batch, most of it holding the
+interpreter lock; in a thread it took that lock from the event loop and the writer, and
+the three together were bound by it (ADR 0009). The worker receives the serialised batch
+(which the transaction stores anyway) and the version's reference, and sends back the
+counts as plain arrays; the service rebuilds them on its own layout. A worker knows each
+reference once: a batch names its reference by a digest of its pickle, and the pickle
+itself travels only until the worker has it.
+
+The worker is started with ``spawn`` (never ``fork``: the service runs gRPC's threads),
+so it shares nothing with the service but what is sent, and exits when the service is
+gone (even killed). If it dies, the batches it held fail as ``UNAVAILABLE`` (their
+producers resend them) and the next batch starts another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from keel.monitor.v1 import ingest_pb2
+from services.common.errors import DomainError, Unavailable
+from services.monitor.aggregates import State
+from services.monitor.counted import Counted, count_batch
+from services.monitor.reference import ModelReference
+
+PARENT_CHECK_S = 0.5
+KNOWN_REFERENCES = 64  # references a worker (or the service, for their pickles) keeps
+Shipped = tuple[Any, ...]  # a Counted as plain data (``_ship``)
+Batch = ingest_pb2.PredictionBatch
+
+
+class Counting:
+    """Counts batches off the event loop: ``count`` returns a future of the batch's
+    ``Counted``. One worker process when ``in_process`` is false, else one thread."""
+
+    def __init__(self, *, in_process: bool = False) -> None:
+        self.in_process = in_process
+        self._pool: Executor | None = None
+        self._pickles: dict[int, tuple[ModelReference, str, bytes]] = {}
+        self._sent: set[str] = set()  # reference digests the current worker was sent
+
+    def start(self) -> None:
+        """Start the worker now (otherwise the first batch starts it)."""
+        pool = self._executor()
+        if not self.in_process:
+            pool.submit(_ready).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=not self.in_process, cancel_futures=True)
+            self._pool = None
+
+    def count(
+        self,
+        batch: ingest_pb2.PredictionBatch,
+        reference: ModelReference,
+        bucket_s: int,
+        spans: int,
+    ) -> asyncio.Future[Counted]:
+        loop = asyncio.get_running_loop()
+        if self.in_process:
+            return loop.run_in_executor(
+                self._executor(), count_batch, batch, reference, bucket_s, spans
+            )
+        return asyncio.ensure_future(self._in_worker(batch, reference, bucket_s, spans))
+
+    async def _in_worker(
+        self,
+        batch: ingest_pb2.PredictionBatch,
+        reference: ModelReference,
+        bucket_s: int,
+        spans: int,
+    ) -> Counted:
+        payload = batch.SerializeToString()
+        digest, pickled = self._pickled(reference)
+        known = digest in self._sent
+        self._sent.add(digest)
+        loop = asyncio.get_running_loop()
+        for attempt in range(2):
+            sent = None if known and attempt == 0 else pickled
+            pool = self._executor()
+            try:
+                shipped = await loop.run_in_executor(
+                    pool, _count_shipped, payload, digest, sent, bucket_s, spans
+                )
+            except BrokenProcessPool as error:
+                self._discard(pool)
+                stopped = "the monitor's counting process stopped; resend the batch"
+                raise Unavailable(stopped) from error
+            if shipped is not None:
+                return _unship(shipped, reference, payload)
+            known = False  # the worker did not have the reference: send it
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            if self.in_process:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="monitor-count")
+            else:
+                context = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
+                )
+                self._sent = set()
+        return self._pool
+
+    def _discard(self, pool: Executor) -> None:
+        if self._pool is pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _pickled(self, reference: ModelReference) -> tuple[str, bytes]:
+        found = self._pickles.get(id(reference))
+        if found is None or found[0] is not reference:
+            if len(self._pickles) >= KNOWN_REFERENCES:
+                self._pickles.clear()
+            pickled = pickle.dumps(reference, protocol=pickle.HIGHEST_PROTOCOL)
+            digest = hashlib.sha256(pickled).hexdigest()
+            found = self._pickles[id(reference)] = (reference, digest, pickled)
+        return found[1], found[2]
+
+
+# In the worker process.
+_references: dict[str, ModelReference] = {}
+
+
+def _ready() -> bool:
+    return True
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the service is gone: a worker blocked reading its call queue holds that
+    queue's write end too, so it would never see the service die (SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-service", daemon=True).start()
+
+
+def _count_shipped(
+    payload: bytes, digest: str, pickled: bytes | None, bucket_s: int, spans: int
+) -> Shipped | None:
+    """Count one serialised batch; None when this worker does not know the reference."""
+    reference = _references.get(digest)
+    if reference is None:
+        if pickled is None:
+            return None
+        if len(_references) >= KNOWN_REFERENCES:
+            _references.clear()
+        reference = _references[digest] = pickle.loads(pickled)  # noqa: S301 - our own pickle
+    batch = ingest_pb2.PredictionBatch.FromString(payload)
+    return _ship(count_batch(batch, reference, bucket_s, spans, payload=payload))
+
+
+def _ship(counted: Counted) -> Shipped:
+    """``counted`` as plain data: states as their buffers (the layout is the service's),
+    an error as its class and attributes (a DomainError's keyword arguments do not
+    survive pickling as an exception)."""
+    error = None
+    if counted.error is not None:
+        error = (type(counted.error), counted.error.message, vars(counted.error))
+    deltas = {
+        start: (state.buffers, state.unseen, rows)
+        for start, (state, rows) in counted.deltas.items()
+    }
+    return (
+        error,
+        counted.row_count,
+        deltas,
+        counted.spans,
+        counted.ids_json,
+        counted.ignored_columns,
+        counted.unseen,
+    )
+
+
+def _unship(shipped: Shipped, reference: ModelReference, payload: bytes) -> Counted:
+    error_data, row_count, deltas, spans, ids_json, ignored, unseen = shipped
+    error = None
+    if error_data is not None:
+        kind, message, attributes = error_data
+        error = kind.__new__(kind)
+        DomainError.__init__(error, message)
+        vars(error).update(attributes)
+    states = {
+        start: (State(reference.layout, buffers, seen), rows)
+        for start, (buffers, seen, rows) in deltas.items()
+    }
+    return Counted(
+        error,
+        row_count,
+        states,
+        spans,
+        payload if row_count else b"",
+        ids_json,
+        ignored,
+        unseen,
+    )

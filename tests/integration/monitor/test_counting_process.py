@@ -1,0 +1,148 @@
+"""Counting in the monitor's worker process: the counts, ids and refusals that come back
+are exactly what counting in a thread gives, the worker learns a version's reference
+once, and a worker that dies fails only the batches it held (UNAVAILABLE: the producer
+resends them) while the next batch starts another."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+
+from keel.client.profile import categorical_profile, numeric_profile
+from keel.monitor.v1 import ingest_pb2
+from services.common.errors import InvalidArgument, Unavailable
+from services.monitor.convert import column_reference
+from services.monitor.counted import Counted
+from services.monitor.counting import Counting
+from services.monitor.reference import BINARY, FeatureSpec, ModelReference
+from tests.support.monitor_batches import column_raw, column_strings
+
+ROWS = 500
+NOW_NS = 1_800_000_000 * 10**9
+
+
+def reference() -> ModelReference:
+    rng = np.random.default_rng(0)
+    profiles = {
+        "age": column_reference(numeric_profile("age", rng.normal(40, 10, 5000))),
+        "income": column_reference(numeric_profile("income", rng.lognormal(10, 1, 5000))),
+        "city": column_reference(categorical_profile("city", ["paris"] * 60 + ["lyon"] * 40)),
+        "prediction": column_reference(numeric_profile("prediction", rng.beta(2, 5, 5000))),
+    }
+    return ModelReference(
+        model="churn",
+        version=3,
+        task=BINARY,
+        features=(
+            FeatureSpec("age", "numeric", range_min=0, range_max=120),
+            FeatureSpec("income", "numeric"),
+            FeatureSpec("city", "categorical"),
+        ),
+        class_labels=("no", "yes"),
+        columns={k: v for k, v in profiles.items() if v is not None},
+        row_count=5000,
+        digest="d",
+    )
+
+
+def prediction_batch(seed: int, rows: int = ROWS) -> ingest_pb2.PredictionBatch:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(45, 12, rows)
+    age[::50] = np.nan
+    cities = rng.choice(["paris", "lyon", "oslo"], rows).tolist()
+    batch = ingest_pb2.PredictionBatch(
+        producer_id="p",
+        sequence=seed,
+        model="models/churn",
+        version=3,
+        row_count=rows,
+        prediction_ids=column_strings("", [f"b{seed}-{i}" for i in range(rows)]),
+        # Two base buckets: the rows are split between them.
+        time_unix_nanos=[NOW_NS + (i % 2) * 600 * 10**9 for i in range(rows)],
+        features=[
+            column_raw("age", age.astype(np.float32)),
+            column_raw("income", rng.lognormal(10, 1, rows)),
+            column_strings("city", cities),
+            column_raw("not-in-signature", np.zeros(rows)),
+        ],
+    )
+    batch.outputs.score.CopyFrom(column_raw("", rng.beta(2, 4, rows)))
+    return batch
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Counting]:
+    counting = Counting()
+    try:
+        yield counting
+    finally:
+        counting.close()
+
+
+@pytest.fixture
+async def thread() -> AsyncIterator[Counting]:
+    counting = Counting(in_process=True)
+    try:
+        yield counting
+    finally:
+        counting.close()
+
+
+def assert_same(got: Counted, want: Counted) -> None:
+    assert got.error is None and want.error is None
+    assert got.row_count == want.row_count == ROWS
+    assert got.ids == want.ids and got.ids_json == want.ids_json
+    assert got.payload == want.payload
+    assert got.ignored_columns == want.ignored_columns == ["not-in-signature"]
+    assert got.unseen == want.unseen == {"city": {"oslo": want.unseen["city"]["oslo"]}}
+    assert sorted(got.deltas) == sorted(want.deltas) and len(want.deltas) == 2
+    for start, (state, rows) in want.deltas.items():
+        theirs, their_rows = got.deltas[start]
+        assert their_rows == rows
+        assert theirs.layout is state.layout  # rebuilt on the service's own layout
+        for name, array in state.arrays.items():
+            np.testing.assert_array_equal(theirs.arrays[name], array, err_msg=name)
+
+
+async def test_the_worker_counts_exactly_what_a_thread_counts(
+    worker: Counting, thread: Counting
+) -> None:
+    ref = reference()
+    for seed in (1, 2, 3):
+        batch = prediction_batch(seed)
+        assert_same(await worker.count(batch, ref, 300, 0), await thread.count(batch, ref, 300, 0))
+
+
+async def test_a_refused_batch_names_its_field_from_the_worker_too(
+    worker: Counting, thread: Counting
+) -> None:
+    batch = prediction_batch(4)
+    batch.features[1].raw.data = batch.features[1].raw.data[:-8]  # one value short
+    got = await worker.count(batch, reference(), 300, 0)
+    want = await thread.count(batch, reference(), 300, 0)
+    assert isinstance(got.error, InvalidArgument) and isinstance(want.error, InvalidArgument)
+    assert got.error.message == want.error.message and "income" in got.error.message
+    assert got.error.violations == want.error.violations and got.error.violations
+    assert got.deltas == {} and got.row_count == 0
+
+
+async def test_a_worker_that_dies_fails_what_it_held_and_the_next_batch_starts_another(
+    worker: Counting, thread: Counting
+) -> None:
+    ref = reference()
+    await worker.count(prediction_batch(5), ref, 300, 0)
+    pool = worker._pool  # noqa: SLF001 - the test kills the worker process itself
+    assert isinstance(pool, ProcessPoolExecutor)
+    (pid,) = pool._processes  # noqa: SLF001
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(Unavailable, match="counting process stopped"):
+        await worker.count(prediction_batch(6), ref, 300, 0)
+    # A new worker, which has not seen the reference: it is sent again.
+    batch = prediction_batch(7)
+    assert_same(await worker.count(batch, ref, 300, 0), await thread.count(batch, ref, 300, 0))
+    assert worker._pool is not pool  # noqa: SLF001

@@ -138,8 +138,9 @@ def rss_lines(keel: KeelFigures) -> None:
     rate = f", {ingestion.rows_per_s:,.0f} rows/s" if ingestion else ""
     cpu = f", {keel.cpu_rss.describe()}" if keel.cpu_rss else ""
     print(
-        f"  monitor RSS while ingesting {keel.rss_rows:,} rows (1 producer, batches built "
-        f"while sending{rate}{cpu}), sampled every 0.5 s: start {rss[0]:.0f} MiB, peak "
+        f"  monitor RSS (its processes together) while ingesting {keel.rss_rows:,} rows "
+        f"(1 producer, batches built while sending{rate}{cpu}), sampled every 0.5 s: "
+        f"start {rss[0]:.0f} MiB, peak "
         f"{max(rss):.0f} MiB, end {rss[-1]:.0f} MiB; its data dir then {keel.disk_mb:,.0f} MiB"
     )
     step = 1_000_000 if keel.rss_rows >= 2_000_000 else 100_000

@@ -37,7 +37,6 @@ from services.monitor.reference import ModelReference
 PARENT_CHECK_S = 0.5
 KNOWN_REFERENCES = 64  # references a worker (or the service, for their pickles) keeps
 Shipped = tuple[Any, ...]  # a Counted as plain data (``_ship``)
-Batch = ingest_pb2.PredictionBatch
 
 
 class Counting:
@@ -87,8 +86,8 @@ class Counting:
         known = digest in self._sent
         self._sent.add(digest)
         loop = asyncio.get_running_loop()
-        for attempt in range(2):
-            sent = None if known and attempt == 0 else pickled
+        for _ in range(2):
+            sent = None if known else pickled
             pool = self._executor()
             try:
                 shipped = await loop.run_in_executor(

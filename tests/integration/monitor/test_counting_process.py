@@ -146,3 +146,14 @@ async def test_a_worker_that_dies_fails_what_it_held_and_the_next_batch_starts_a
     batch = prediction_batch(7)
     assert_same(await worker.count(batch, ref, 300, 0), await thread.count(batch, ref, 300, 0))
     assert worker._pool is not pool  # noqa: SLF001
+
+
+async def test_a_worker_that_lost_a_reference_gets_it_again(
+    worker: Counting, thread: Counting
+) -> None:
+    ref = reference()
+    worker.start()  # a fresh worker, which has been sent nothing
+    digest, _ = worker._pickled(ref)  # noqa: SLF001
+    worker._sent.add(digest)  # noqa: SLF001 - as if it had been sent, and lost
+    batch = prediction_batch(8)
+    assert_same(await worker.count(batch, ref, 300, 0), await thread.count(batch, ref, 300, 0))

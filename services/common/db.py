@@ -230,13 +230,12 @@ class _Checkpointer:
         self._engine = engine
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._closing = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def nudge(self) -> None:
         with self._lock:
-            if self._closing:
+            if self._stop.is_set():
                 return
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -260,9 +259,8 @@ class _Checkpointer:
 
     def close(self) -> None:
         with self._lock:
-            self._closing = True
+            self._stop.set()
             thread, self._thread = self._thread, None
-        self._stop.set()
         self._wake.set()
         if thread is not None:
             thread.join()

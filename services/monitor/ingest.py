@@ -360,18 +360,22 @@ INSERT_SEGMENT = {
 def _store_segment(connection: Connection, payload: bytes, key: Key, expire: int) -> int:
     """Keep the serialised batch for the join window; returns the segment's id."""
     dialect = connection.dialect.name
-    if dialect == "sqlite":
-        params: Any = (key.model, key.version, key.deployment, key.variant, expire, payload)
-    else:
-        params = {
-            "model": key.model,
-            "version": key.version,
-            "deployment": key.deployment,
-            "variant": key.variant,
-            "expire": expire,
-            "payload": payload,
-        }
+    params = _driver_parameters(
+        dialect,
+        model=key.model,
+        version=key.version,
+        deployment=key.deployment,
+        variant=key.variant,
+        expire=expire,
+        payload=payload,
+    )
     return int(connection.exec_driver_sql(INSERT_SEGMENT[dialect], params).one()[0])
+
+
+def _driver_parameters(dialect: str, **values: Any) -> Any:
+    """Parameters of a driver statement above: positional (in the order given) for SQLite's
+    ``?``, named for PostgreSQL's ``%(name)s``."""
+    return tuple(values.values()) if dialect == "sqlite" else values
 
 
 # The ids of a batch travel as one parameter, a JSON array of strings (``json.dumps`` of
@@ -402,10 +406,8 @@ KNOWN_IDS = {
 
 
 def _ids_parameters(dialect: str, model: str, segment: int, ids_json: str) -> Any:
-    """The parameters of the id statements: positional for SQLite, named for PostgreSQL."""
-    if dialect == "sqlite":
-        return (model, segment, ids_json)
-    return {"model": model, "segment": segment, "ids": ids_json}
+    """The parameters of the id statements (the same three, in this order, in each)."""
+    return _driver_parameters(dialect, model=model, segment=segment, ids=ids_json)
 
 
 def _store_ids(

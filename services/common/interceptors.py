@@ -153,10 +153,19 @@ class RpcMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
         self.service = service
+        # Each labelled child, looked up once: ``labels()`` costs more than the update.
+        self._counts: dict[tuple[str, grpc.StatusCode], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.calls.labels(self.service, method, code.name).inc()
-        self.duration.labels(self.service, method).observe(seconds)
+        count = self._counts.get((method, code))
+        if count is None:
+            count = self._counts[method, code] = self.calls.labels(self.service, method, code.name)
+        count.inc()
+        duration = self._durations.get(method)
+        if duration is None:
+            duration = self._durations[method] = self.duration.labels(self.service, method)
+        duration.observe(seconds)
 
 
 def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:

@@ -13,7 +13,9 @@ data by half a standard deviation (``bench.monitor_data``).
    model registered with ``Keel.log_model`` (signature and reference profile of the same
    100,000 reference rows); then 1,000,000 rows (``--quick``: 200,000) in 1,000-row
    batches over the ``LogPredictions`` stream, from one producer and from two at once
-   (rows/s from the first send to the last ack; batches pre-built before timing);
+   (rows/s from the first send to the last ack; batches pre-built before timing), and
+   the same streams right after to a floor (``bench.monitor_floor``: a bare grpc.aio
+   ``LogPredictions`` that parses each batch and acks it), for what the stream allows;
    ``ComputeDrift`` p50/p90 over 50 calls; then 10,000,000 more rows (``--quick``:
    1,000,000) while the monitor's RSS is sampled every 0.5 s, and ``ComputeDrift`` again.
 3. The figures beside the goals (>= 500,000 rows/s, >= 30x Evidently's rows/s, verdict
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import monitor_data as data
+from bench import procs
 from bench.inference_servers import Running, start_registry, stop
 from bench.monitor_batches import LoggedModel, Plan, bodies, parse
 from bench.monitor_load import MonitorRefused, Progress, RssSamples, drift_calls, ingest
@@ -111,8 +114,13 @@ def start_monitor(folder: Path, registry: str) -> Running:
 
 
 async def _ingest_once(
-    monitor: Running, plans: list[Plan], batch_bodies: list[bytes], keel: KeelFigures
+    monitor: Running,
+    floor: Running,
+    plans: list[Plan],
+    batch_bodies: list[bytes],
+    keel: KeelFigures,
 ) -> None:
+    """The same streams to the monitor, then to the floor."""
     started = time.perf_counter()
     prebuilt = [list(plan.requests(batch_bodies)) for plan in plans]
     keel.requests_s.append(time.perf_counter() - started)
@@ -121,6 +129,8 @@ async def _ingest_once(
         done = await ingest(monitor.address, streams, Progress())
     (keel.single if len(plans) == 1 else keel.double).append(done)
     (keel.cpu_single if len(plans) == 1 else keel.cpu_double).append(cpu.share)
+    floored = await ingest(floor.address, streams, Progress())
+    (keel.floor_single if len(plans) == 1 else keel.floor_double).append(floored)
 
 
 async def _rss_phase(
@@ -141,7 +151,16 @@ async def _rss_phase(
     keel.disk_mb = sum(f.stat().st_size for f in monitor.log.parent.glob("monitor/**/*")) / 2**20
 
 
-async def keel_half(monitor: Running, logged: LoggedModel, sizes: Sizes, runs: int) -> KeelFigures:
+def start_floor(folder: Path) -> Running:
+    """The bare ``LogPredictions`` of ``bench.monitor_floor``."""
+    ready = folder / "floor.json"
+    proc, address = procs.start([sys.executable, "-m", "bench.monitor_floor", str(ready)], ready)
+    return Running("floor", proc, address, Path(os.devnull))  # its stderr is the bench's
+
+
+async def keel_half(
+    monitor: Running, floor: Running, logged: LoggedModel, sizes: Sizes, runs: int
+) -> KeelFigures:
     keel = KeelFigures()
     batches = sizes.ingest_rows // data.BLOCK
     started = time.perf_counter()
@@ -151,14 +170,13 @@ async def keel_half(monitor: Running, logged: LoggedModel, sizes: Sizes, runs: i
     assert sample_batch.row_count == data.BLOCK and len(sample_batch.features) == 13
     sent = 0
     for r in range(runs):
-        await _ingest_once(
-            monitor, [Plan(f"bench-{r}-one", f"{r}one-", 0, batches)], batch_bodies, keel
-        )
+        one = [Plan(f"bench-{r}-one", f"{r}one-", 0, batches)]
+        await _ingest_once(monitor, floor, one, batch_bodies, keel)
         halves = [
             Plan(f"bench-{r}-two-{h}", f"{r}two{h}-", h * (batches // 2), batches // 2)
             for h in (0, 1)
         ]
-        await _ingest_once(monitor, halves, batch_bodies, keel)
+        await _ingest_once(monitor, floor, halves, batch_bodies, keel)
         sent += batches * data.BLOCK + 2 * (batches // 2) * data.BLOCK
     timings = await drift_calls(monitor.address, logged.model, logged.version, DRIFT_CALLS)
     keel.verdicts.append(Verdicts(sent, timings))
@@ -191,14 +209,16 @@ def run(runs: int, quick: bool, *, with_evidently: bool = True) -> None:
         try:
             logged = register(registry.address, trained)
             monitor = start_monitor(folder, registry.address)
+            floor = start_floor(folder)
             try:
-                keel = asyncio.run(keel_half(monitor, logged, sizes, runs))
+                keel = asyncio.run(keel_half(monitor, floor, logged, sizes, runs))
             except MonitorRefused as refused:
                 tail = monitor.log.read_text(errors="replace")[-3000:].strip()
                 raise SystemExit(
                     f"monitor bench: {refused}\nthe end of the monitor's output:\n{tail}"
                 ) from refused
             finally:
+                stop(floor.proc)
                 stop(monitor.proc)
         except BaseException:
             verdict_lines(None, evidently)

@@ -55,6 +55,9 @@ class KeelFigures:
     double: list[Ingestion] = field(default_factory=list)
     cpu_single: list[CpuShare] = field(default_factory=list)
     cpu_double: list[CpuShare] = field(default_factory=list)
+    # the same streams to bench.monitor_floor (parses and acks, nothing else)
+    floor_single: list[Ingestion] = field(default_factory=list)
+    floor_double: list[Ingestion] = field(default_factory=list)
     bodies_s: float = 0.0  # building every batch body (features, outputs, times)
     requests_s: list[float] = field(default_factory=list)  # headers + framing, per ingestion
     verdicts: list[Verdicts] = field(default_factory=list)
@@ -114,6 +117,15 @@ def keel_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
     ):
         seconds = median([i.seconds for i in runs])
         print(f"  {label:<28}{_rate(runs):>12,.0f}{seconds:>10.2f}  {_cpu(cpu)}")
+    for label, runs in (("1 producer", keel.floor_single), ("2 producers", keel.floor_double)):
+        if runs:
+            seconds = median([i.seconds for i in runs])
+            print(f"  floor, {label:<21}{_rate(runs):>12,.0f}{seconds:>10.2f}")
+    if keel.floor_single:
+        print(
+            "  (floor: a bare grpc.aio LogPredictions that parses each batch and acks it, "
+            "the same streams right after Keel's)"
+        )
     windows = sorted({w for i in keel.single + keel.double for p in i.producers for w in p.windows})
     print(f"  flow-control windows seen (max_in_flight_batches): {windows}")
     for verdict in keel.verdicts:
@@ -148,8 +160,11 @@ def rss_lines(keel: KeelFigures) -> None:
     previous = samples[0]
     for mark in range(step, keel.rss_rows + 1, step):
         at = next((s for s in samples if s[2] >= mark), samples[-1])
-        speed = (at[2] - previous[2]) / (at[0] - previous[0]) if at[0] > previous[0] else 0.0
-        marks.append(f"{mark // 1000:,}k: {at[1]:.0f} MiB ({speed / 1000:.0f}k/s)")
+        if at[0] > previous[0]:
+            speed = f"{(at[2] - previous[2]) / (at[0] - previous[0]) / 1000:.0f}k/s"
+        else:  # passed within the same 0.5 s sample as the previous mark
+            speed = "same sample"
+        marks.append(f"{mark // 1000:,}k: {at[1]:.0f} MiB ({speed})")
         previous = at
     print("    RSS at rows acknowledged (and rows/s since the previous mark):")
     for start in range(0, len(marks), 5):
@@ -179,6 +194,14 @@ def ratio_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
         f">= {GOAL_ROWS_PER_S:,}",
         double >= GOAL_ROWS_PER_S,
     )
+    if keel.floor_single:
+        ceiling = [
+            f.rows_per_s / k.rows_per_s for f, k in zip(keel.floor_single, keel.single, strict=True)
+        ]
+        print(
+            f"  {'floor / keel rows/s, 1 producer (what the stream allows)':<52}"
+            f"{median(ceiling):>13.1f}x  runs: {', '.join(f'{r:.1f}' for r in ceiling)}"
+        )
     if evidently is not None:
         ratio = max(single, double) / evidently.rows_per_s
         _goal(

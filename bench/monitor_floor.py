@@ -1,0 +1,69 @@
+"""The monitor's floor: a bare grpc.aio ``LogPredictions`` that parses every message and
+acknowledges every batch as applied at once. No validation, counting or storage, no Keel
+plumbing (interceptors, health, reflection): what the benchmark's producers and the
+stream itself cost at least, so the benchmark can say how far Keel's monitor is from
+the transport it stands on.
+
+``python -m bench.monitor_floor READY_FILE`` binds 127.0.0.1:0 and writes the port it
+got to READY_FILE (the same JSON as Keel's ``--ready-file``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from keel.monitor.v1 import ingest_pb2, monitor_pb2
+from services.common.service import Listening, write_ready_file
+
+WINDOW = 64  # the monitor's default max_in_flight_batches
+Request = monitor_pb2.LogPredictionsRequest
+Response = monitor_pb2.LogPredictionsResponse
+
+
+async def log_predictions(
+    requests: AsyncIterator[Request], context: grpc.aio.ServicerContext[Request, Response]
+) -> AsyncIterator[Response]:
+    async for request in requests:
+        if request.WhichOneof("kind") == "open":
+            ready = ingest_pb2.LogStreamReady(max_in_flight_batches=WINDOW, max_batch_rows=10_000)
+            yield Response(ready=ready)
+            continue
+        batch = request.batch
+        yield Response(
+            ack=ingest_pb2.BatchAck(
+                producer_id=batch.producer_id,
+                sequence=batch.sequence,
+                outcome=ingest_pb2.BATCH_OUTCOME_APPLIED,
+                applied_through_sequence=batch.sequence,
+                applied_rows=batch.row_count,
+            )
+        )
+
+
+async def serve(ready_file: Path) -> None:
+    handler = grpc.stream_stream_rpc_method_handler(
+        log_predictions,
+        request_deserializer=Request.FromString,
+        response_serializer=Response.SerializeToString,
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "keel.monitor.v1.MonitorService", {"LogPredictions": handler}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    write_ready_file(ready_file, Listening("floor", "127.0.0.1", port, None, 0))
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(Path(sys.argv[1])))

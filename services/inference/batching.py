@@ -404,6 +404,10 @@ def _split(outputs: Outputs, rows: list[int]) -> list[Outputs]:
             )
     if len(rows) == 1:
         return [outputs]
-    edges = np.cumsum(rows[:-1])
-    pieces = {name: np.split(tensor, edges) for name, tensor in outputs.tensors.items()}
-    return [Outputs({name: pieces[name][i] for name in pieces}) for i in range(len(rows))]
+    parts: list[Outputs] = []
+    start = 0
+    for n in rows:  # views by slicing: np.split costs ~3 us a piece in Python
+        end = start + n
+        parts.append(Outputs({name: t[start:end] for name, t in outputs.tensors.items()}))
+        start = end
+    return parts

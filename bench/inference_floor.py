@@ -9,14 +9,13 @@ got to READY_FILE (the same JSON as Keel's ``--ready-file``).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 from pathlib import Path
 
 import grpc
 import numpy as np
 
+from bench.floor_server import serve_bare
 from keel.oip.v2 import open_inference_pb2 as oip
 
 
@@ -40,27 +39,7 @@ async def serve(ready_file: Path) -> None:
         request_deserializer=oip.ModelInferRequest.FromString,
         response_serializer=oip.ModelInferResponse.SerializeToString,
     )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "inference.GRPCInferenceService", {"ModelInfer": handler}
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    listening = {
-        "service": "floor",
-        "host": "127.0.0.1",
-        "port": port,
-        "metrics_port": None,
-        "pid": os.getpid(),
-    }
-    partial = ready_file.with_suffix(".partial")
-    partial.write_text(json.dumps(listening))
-    partial.rename(ready_file)
-    await server.wait_for_termination()
+    await serve_bare("floor", "inference.GRPCInferenceService", {"ModelInfer": handler}, ready_file)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import grpc
 
+from bench.floor_server import serve_bare
 from keel.monitor.v1 import ingest_pb2, monitor_pb2
-from services.common.service import Listening, write_ready_file
 
+SERVICE = "keel.monitor.v1.MonitorService"
 WINDOW = 64  # the monitor's default max_in_flight_batches
 Request = monitor_pb2.LogPredictionsRequest
 Response = monitor_pb2.LogPredictionsResponse
@@ -51,18 +52,7 @@ async def serve(ready_file: Path) -> None:
         request_deserializer=Request.FromString,
         response_serializer=Response.SerializeToString,
     )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "keel.monitor.v1.MonitorService", {"LogPredictions": handler}
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    write_ready_file(ready_file, Listening("floor", "127.0.0.1", port, None, 0))
-    await server.wait_for_termination()
+    await serve_bare("floor", SERVICE, {"LogPredictions": handler}, ready_file)
 
 
 if __name__ == "__main__":

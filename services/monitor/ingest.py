@@ -63,6 +63,7 @@ EXPIRE_SEGMENTS = 256  # segments forgotten per transaction at most
 RECORD_SPANS_PER_BATCH = 256
 log = logging.getLogger(__name__)
 
+STOPPING = "the monitor is stopping; resend the batch"
 APPLIED = "APPLIED"
 DUPLICATE = "DUPLICATE"
 
@@ -106,6 +107,7 @@ class Ingestor:
         self._on_applied = on_applied
         self._queue: list[_Item] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._closing = False
         self._counting = counting or Counting(in_process=True)
         self._group_limit = max(1, group_limit)
 
@@ -113,7 +115,18 @@ class Ingestor:
         """Start what counts batches (a worker process) before the first batch comes."""
         await asyncio.to_thread(self._counting.start)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Stop applying: the group being written finishes, batches still queued are
+        refused (UNAVAILABLE: the producer resends them), and counting stops. Call it
+        before the database is closed: a group started after would open a connection
+        that nothing closes."""
+        self._closing = True
+        if self._drainer is not None:
+            await self._drainer
+        for item in self._queue:
+            if not item.done.done():
+                item.done.set_exception(Unavailable(STOPPING))
+        self._queue.clear()
         self._counting.close()
 
     async def applied_through(self, producer_id: str) -> int:
@@ -134,6 +147,9 @@ class Ingestor:
         """Queue a prepared batch; batches are applied in the order they are queued."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[BatchResult] = loop.create_future()
+        if self._closing:
+            done.set_exception(Unavailable(STOPPING))
+            return done
         done.add_done_callback(lambda _: self._on_applied(reference.model))
         traced = traced_context() if self._tracer is not None else None
         limit = RECORD_SPANS_PER_BATCH if traced is not None and batch.trace_ids else 0
@@ -145,7 +161,7 @@ class Ingestor:
         return done
 
     async def _drain(self) -> None:
-        while self._queue:
+        while self._queue and not self._closing:
             limit = self._group_limit
             group, self._queue = self._queue[:limit], self._queue[limit:]
             commit: SpanContext | None = None

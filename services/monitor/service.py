@@ -171,7 +171,7 @@ async def open_monitor(
             await expiry
         await monitor.alerting.stop()
         await monitor.guards.stop()
-        monitor.servicer.ingestor.close()
+        await monitor.servicer.ingestor.aclose()
         await channel.close(None)
         await monitor.db.aclose()
 

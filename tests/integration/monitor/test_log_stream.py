@@ -5,14 +5,16 @@ rejected without ending the stream."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 
 from keel.monitor.v1 import ingest_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import reports_pb2 as rp
-from tests.support.monitor import Monitor, batch, frame, log_classifier
+from tests.support.monitor import Monitor, batch, frame, log_classifier, running_monitor
 
 
 def open_message(producer: str) -> pb.LogPredictionsRequest:
@@ -134,3 +136,39 @@ async def test_a_newer_stream_of_the_same_producer_takes_over(
         raise AssertionError("the older stream should end with ABORTED")
     finally:
         await first_queue.put(None)
+
+
+async def test_a_monitor_stopped_with_batches_queued_closes_every_connection(
+    registry_address: str, database_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    """Stopping while a producer's window is queued: the batches being written finish, the
+    rest are never started, and the database is closed with nothing left open (an open
+    PostgreSQL connection would warn when collected: pytest fails the test on it)."""
+    version = await log_classifier(registry_address, "churn")
+    sent = batches(version, 60, rows=500)
+    queue: asyncio.Queue[pb.LogPredictionsRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[pb.LogPredictionsRequest]:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    async with running_monitor(registry_address, database_urls[1], tmp_path / "m") as monitor:
+        call = monitor.stub.LogPredictions(requests(), timeout=30)
+        for message in [open_message("inference-0")] + [
+            pb.LogPredictionsRequest(batch=b)
+            for b in sent[:40]  # within the window: all sent without waiting for acks
+        ]:
+            await queue.put(message)
+        ready, first = await call.read(), await call.read()
+        assert isinstance(ready, pb.LogPredictionsResponse) and ready.HasField("ready")
+        assert isinstance(first, pb.LogPredictionsResponse) and first.ack.sequence == 1
+    await queue.put(None)
+    gc.collect()
+    async with running_monitor(registry_address, database_urls[1], tmp_path / "m") as monitor:
+        replies = await stream(monitor, sent)
+    resumed = replies[0].ready.applied_through_sequence
+    assert 1 <= resumed < len(sent)
+    outcomes = [r.ack.outcome for r in replies[1:]]
+    assert outcomes == [ingest_pb2.BATCH_OUTCOME_DUPLICATE] * resumed + [
+        ingest_pb2.BATCH_OUTCOME_APPLIED
+    ] * (len(sent) - resumed)

@@ -104,7 +104,9 @@ def make_scope(
             raise InvalidArgument(
                 f"scope.{name}: expected a time from 1970-01-01 to 9999-12-31, got {given} s"
             )
-    end = end_s if end_s is not None else int(time.time())
+    # By default the range ends after the current second: rows logged in the first second
+    # of a bucket (when int(time.time()) is the bucket's start) are in it.
+    end = end_s if end_s is not None else int(time.time()) + 1
     start = start_s if start_s is not None else end - DAY_S
     end = -(-end // base_s) * base_s
     start = start // base_s * base_s

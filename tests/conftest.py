@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +18,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = Path(item.path).relative_to(ROOT).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-
-
-@pytest.fixture(autouse=True)
-def _collect_garbage_after_each_test() -> Iterator[None]:
-    """Collect garbage when each test ends, so that an object it left unclosed (a database
-    connection, a socket) warns in that test instead of in whichever test runs when the
-    collector next happens to."""
-    yield
-    gc.collect()
 
 
 @pytest.fixture

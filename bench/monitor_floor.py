@@ -19,9 +19,13 @@ import grpc
 
 from bench.floor_server import serve_bare
 from keel.monitor.v1 import ingest_pb2, monitor_pb2
+from services.monitor.settings import MonitorSettings
 
 SERVICE = "keel.monitor.v1.MonitorService"
-WINDOW = 64  # the monitor's default max_in_flight_batches
+# What the monitor announces by default, so that producers pace themselves the same way.
+_DEFAULTS = MonitorSettings.model_fields
+WINDOW: int = _DEFAULTS["max_in_flight_batches"].default
+MAX_BATCH_ROWS: int = _DEFAULTS["max_batch_rows"].default
 Request = monitor_pb2.LogPredictionsRequest
 Response = monitor_pb2.LogPredictionsResponse
 
@@ -31,7 +35,9 @@ async def log_predictions(
 ) -> AsyncIterator[Response]:
     async for request in requests:
         if request.WhichOneof("kind") == "open":
-            ready = ingest_pb2.LogStreamReady(max_in_flight_batches=WINDOW, max_batch_rows=10_000)
+            ready = ingest_pb2.LogStreamReady(
+                max_in_flight_batches=WINDOW, max_batch_rows=MAX_BATCH_ROWS
+            )
             yield Response(ready=ready)
             continue
         batch = request.batch

@@ -18,6 +18,11 @@ requests or ``max_batch_rows`` rows are queued, or the delay runs out. A lone ca
 ``max_batch_time`` on every lone request (MLServer#1826), and keeps batches from
 alternating 1, k-1, 1, k-1 under steady load.
 
+Up to ``max_in_flight`` batches predict in the executor at once (the service passes its
+number of predict threads), like Triton's model instances: the next batch forms and
+starts while earlier ones are still in their threads, instead of every caller waiting for
+one call at a time. A batch run on the loop holds the loop, so it is always alone.
+
 Requests are split back by row counts and every tensor's first dimension is checked, so
 a caller can only get its own rows (MLServer#1306, #1911 split wrongly). An error in
 the model call fails exactly the requests of that batch.
@@ -151,12 +156,19 @@ class Batcher:
         name: str = "model",
         tracer: Tracer | None = None,
         inline_rows: int = 0,
+        max_in_flight: int = 1,
     ) -> None:
-        if max_batch_rows < 1 or max_queue < 1 or max_delay_s < 0 or inline_rows < 0:
+        if (
+            max_batch_rows < 1
+            or max_queue < 1
+            or max_delay_s < 0
+            or inline_rows < 0
+            or max_in_flight < 1
+        ):
             raise InvalidArgument(
                 f"batcher {name!r}: expected max_batch_rows >= 1, max_queue >= 1, "
-                f"max_delay_s >= 0 and inline_rows >= 0, got {max_batch_rows}, {max_queue}, "
-                f"{max_delay_s}, {inline_rows}"
+                f"max_delay_s >= 0, inline_rows >= 0 and max_in_flight >= 1, got "
+                f"{max_batch_rows}, {max_queue}, {max_delay_s}, {inline_rows}, {max_in_flight}"
             )
         self._predict = predict
         self._executor = executor
@@ -169,6 +181,10 @@ class Batcher:
         self._queue: deque[_Request] = deque()
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._max_in_flight = max_in_flight
+        # batches predicting in threads, by the task that awaits each
+        self._in_flight: dict[asyncio.Task[None], list[_Request]] = {}
+        self._slot_freed = asyncio.Event()
         self._closing = False
         self._last_batch_requests = 1
         self._counters = _Counters()
@@ -201,6 +217,8 @@ class Batcher:
         self._wakeup.set()
         if self._worker is not None:
             await self._worker
+        while self._in_flight:
+            await asyncio.wait(list(self._in_flight))
 
     def statistics(self) -> BatcherStatistics:
         c = self._counters
@@ -233,15 +251,37 @@ class Batcher:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
+                await self._free_slot()
                 await self._fill()
                 batch = self._take()
-                if batch:
-                    await self._execute(batch)
+                if not batch:
+                    continue
+                if sum(request.features.rows for request in batch) <= self._inline_rows:
+                    self._execute_inline(batch)
+                else:
+                    task = asyncio.get_running_loop().create_task(self._execute(batch))
+                    self._in_flight[task] = batch
+                    task.add_done_callback(self._finished)
+        except asyncio.CancelledError:
+            for task in self._in_flight:  # their batches fail as stopped (_finished)
+                task.cancel()
+            raise
         finally:
-            for request in self._queue:  # only if the worker itself was cancelled
-                if not request.future.done():
-                    request.future.set_exception(Unavailable(f"{self._name}: stopped; retry"))
-            self._queue.clear()
+            if self._queue:  # only if the worker itself was cancelled
+                self._fail(list(self._queue), Unavailable(f"{self._name}: stopped; retry"))
+                self._queue.clear()
+
+    async def _free_slot(self) -> None:
+        """Wait until fewer than ``max_in_flight`` batches are predicting in threads."""
+        while len(self._in_flight) >= self._max_in_flight:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        batch = self._in_flight.pop(task)
+        self._slot_freed.set()
+        if task.cancelled():  # before or while predicting: no caller may hang
+            self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
 
     async def _fill(self) -> None:
         """Wait for as many requests as the last batch had, within the delay."""
@@ -280,31 +320,45 @@ class Batcher:
                 break
         return batch
 
+    def _execute_inline(self, batch: list[_Request]) -> None:
+        """Predict ``batch`` on the event loop (it holds at most ``inline_rows`` rows)."""
+        started, wall = self._starting(batch)
+        try:
+            result = self._call([request.features for request in batch])
+        except Exception as error:
+            self._failed(batch, wall, error)
+            return
+        self._answer(batch, started, wall, result)
+
     async def _execute(self, batch: list[_Request]) -> None:
-        started = time.perf_counter_ns()
-        traced = any(request.trace is not None for request in batch)
-        wall = time.time_ns() if traced else 0
+        """Predict ``batch`` in the executor (a task of its own; several may run)."""
+        started, wall = self._starting(batch)
         parts = [request.features for request in batch]
         try:
-            if sum(part.rows for part in parts) <= self._inline_rows:
-                result = self._call(parts)
-            else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, self._call, parts)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, self._call, parts)
         except Exception as error:
-            self._fail(batch, error)
-            if traced:
-                self._spans(batch, wall, error)
+            self._failed(batch, wall, error)
             return
-        except BaseException:  # the worker was cancelled: no caller may hang
-            self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
-            raise
+        self._answer(batch, started, wall, result)
+
+    def _starting(self, batch: list[_Request]) -> tuple[int, int]:
+        """The batch's start (monotonic ns) and, when a request is traced, wall-clock ns."""
+        traced = any(request.trace is not None for request in batch)
+        return time.perf_counter_ns(), time.time_ns() if traced else 0
+
+    def _failed(self, batch: list[_Request], wall: int, error: Exception) -> None:
+        self._fail(batch, error)
+        if wall:
+            self._spans(batch, wall, error)
+
+    def _answer(self, batch: list[_Request], started: int, wall: int, result: _Result) -> None:
         self._last_batch_requests = len(batch)
         self._record(batch, started, result)
         for request, outputs in zip(batch, result[0], strict=True):
             if not request.future.done():
                 request.future.set_result(outputs)
-        if traced:
+        if wall:
             self._spans(batch, wall)
 
     def _spans(

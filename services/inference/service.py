@@ -89,6 +89,7 @@ async def _serving(
             executor=executor,
             max_queue=settings.max_queue,
             tracer=provider.get_tracer("keel.inference"),
+            max_in_flight=settings.predict_threads,
         )
 
     channel = create_channel(

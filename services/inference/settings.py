@@ -35,7 +35,11 @@ class InferenceSettings(ServerSettings):
         default=64 * 1024, ge=1, description="Bytes one BYTES element may hold."
     )
     max_queue: int = Field(default=1024, ge=1, description="Requests waiting per version.")
-    predict_threads: int = Field(default=2, ge=1, description="Threads running model calls.")
+    predict_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads running model calls; as many batches of one version predict at once.",
+    )
     model_threads: int = Field(default=1, ge=1, description="XGBoost threads per model call.")
     inline_predict_budget_s: float = Field(
         default=0.001,

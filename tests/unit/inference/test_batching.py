@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -216,6 +216,87 @@ async def test_small_batches_predict_on_the_loop_and_larger_ones_in_a_thread(
     await batcher.close()
 
 
+class Gate:
+    """A model whose calls wait until ``release``; records how many ran at once."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def __call__(self, features: Features) -> Outputs:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if not self.open.wait(10):
+                raise TimeoutError("the test never opened the gate")
+            return Outputs({"echo": features.numeric.copy()})
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached in 5 s")
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_batches_predict_side_by_side_up_to_max_in_flight(in_flight: int) -> None:
+    """Like Triton's model instances: a batch forms and starts while ``in_flight - 1``
+    others are still predicting in threads, and no more than that run at once."""
+    gate = Gate()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        batcher = Batcher(gate, max_batch_rows=1, executor=pool, max_in_flight=in_flight)
+        sent = [request(i, 1) for i in range(3)]
+        calls = [asyncio.ensure_future(batcher.submit(f)) for f in sent]
+        await until(lambda: gate.running == in_flight)
+        await asyncio.sleep(0.05)  # time enough for a third call to start, were it allowed
+        assert gate.running == in_flight
+        gate.open.set()
+        got = await asyncio.gather(*calls)
+        await batcher.close()
+    assert gate.most == in_flight
+    for features, outputs in zip(sent, got, strict=True):
+        np.testing.assert_array_equal(outputs.tensors["echo"], features.numeric)
+    assert batcher.statistics().execution_count == 3
+
+
+async def test_close_waits_for_every_batch_in_flight() -> None:
+    gate = Gate()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        batcher = Batcher(gate, max_batch_rows=1, executor=pool, max_in_flight=2)
+        calls = [asyncio.ensure_future(batcher.submit(request(i, 1))) for i in range(2)]
+        await until(lambda: gate.running == 2)
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()
+        gate.open.set()
+        await closing
+        assert all(call.done() and call.exception() is None for call in calls)
+
+
+async def test_a_stopped_batcher_fails_its_batches_in_flight_instead_of_hanging() -> None:
+    """When the batcher's task is cancelled (the loop shutting down), callers whose
+    batches were predicting get UNAVAILABLE ("retry") rather than waiting forever."""
+    gate = Gate()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        batcher = Batcher(gate, max_batch_rows=1, executor=pool, max_in_flight=2, name="m")
+        calls = [asyncio.ensure_future(batcher.submit(request(i, 1))) for i in range(3)]
+        await until(lambda: gate.running == 2)
+        (worker,) = [t for t in asyncio.all_tasks() if t.get_name() == "batcher m"]
+        worker.cancel()
+        got = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+        gate.open.set()
+    assert all(isinstance(g, Unavailable) and "stopped; retry" in str(g) for g in got)
+    assert batcher.statistics().fail.count == 3
+
+
 async def test_matrix_requests_batch_with_their_columns(executor: ThreadPoolExecutor) -> None:
     """Requests sent as one ``features`` matrix keep their columns (as received, FP64
     here) through a shared call, as requests sent one input per feature do."""
@@ -246,3 +327,5 @@ async def test_matrix_requests_batch_with_their_columns(executor: ThreadPoolExec
 def test_limits_are_checked(executor: ThreadPoolExecutor) -> None:
     with pytest.raises(InvalidArgument, match="max_batch_rows >= 1"):
         Batcher(Model(), max_batch_rows=0, executor=executor)
+    with pytest.raises(InvalidArgument, match="max_in_flight >= 1"):
+        Batcher(Model(), max_in_flight=0, executor=executor)

@@ -102,6 +102,7 @@ class Database:
         self._drainer: asyncio.Task[None] | None = None
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._closed = False
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         # Units of work are functions of what they read, so running one again is safe.
@@ -119,6 +120,7 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def write(self, work: Callable[[Connection], T]) -> T:
+        self._check_open()
         if self.dialect != "sqlite":
             return await self._in_thread(self._transaction, work)
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -129,6 +131,12 @@ class Database:
 
     async def _drain(self) -> None:
         while self._pending:
+            if self._closed:  # closed while these waited: none may open a connection
+                waiting, self._pending = self._pending, []
+                for _, done in waiting:
+                    if not done.done():
+                        done.set_exception(_stopping())
+                return
             group, self._pending = self._pending[:GROUP_LIMIT], self._pending[GROUP_LIMIT:]
             outcomes = await self._in_thread(self._group, [work for work, _ in group])
             for (_, done), (ok, value) in zip(group, outcomes, strict=True):
@@ -164,6 +172,7 @@ class Database:
             return False, error
 
     async def read(self, work: Callable[[Connection], T]) -> T:
+        self._check_open()
         if self.dialect == "sqlite":
             # A read of the local SQLite file (WAL: readers never wait for the writer)
             # is shorter than a hand-off to a thread and back, and that hand-off was
@@ -198,19 +207,30 @@ class Database:
                 raise Unavailable("the database cannot be reached now; retry") from error
             raise
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _stopping()
+
     async def aclose(self, timeout_s: float = 10.0) -> None:
-        """Wait (up to ``timeout_s``) for work still running in threads, then close every
-        connection: a connection checked in after ``dispose`` would only be closed by the
-        garbage collector."""
+        """Refuse new work (``UNAVAILABLE``), wait (up to ``timeout_s``) for work still
+        running in threads, then close every connection: a connection checked in after
+        ``dispose`` would only be closed by the garbage collector, and work started after
+        it would open a new pool that nothing closes."""
+        self._closed = True
         deadline = asyncio.get_running_loop().time() + timeout_s
         while self._busy and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         self.close()
 
     def close(self) -> None:
+        self._closed = True
         if self._checkpointer is not None:
             self._checkpointer.close()
         self.engine.dispose()
+
+
+def _stopping() -> Unavailable:
+    return Unavailable("the service is stopping and its database is closed; retry")
 
 
 def _sqlite_file(engine: Engine) -> bool:

@@ -328,6 +328,9 @@ class Batcher:
         except Exception as error:
             self._failed(batch, wall, error)
             return
+        except BaseException:  # the process is going down: no caller may hang
+            self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
+            raise
         self._answer(batch, started, wall, result)
 
     async def _execute(self, batch: list[_Request]) -> None:

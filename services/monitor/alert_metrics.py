@@ -69,7 +69,10 @@ class AlertMetrics:
                 )
 
     async def evaluate(self, spec: RuleSpec, end_ns: int) -> Evaluation:
-        end_s = end_ns // NS
+        # The window ends after the current second, rounded up to a bucket boundary: in
+        # the first second of a bucket, the whole second rounded up to itself and left out
+        # the bucket being written (as a report's default range did, scope.make_scope).
+        end_s = end_ns // NS + 1
         base = self._aggregates.base_s
         end_s = -(-end_s // base) * base
         start_s = end_s - spec.window // NS

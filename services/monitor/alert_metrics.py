@@ -17,7 +17,7 @@ from services.monitor.alert_records import (
 from services.monitor.reference import CLASSIFIER_METRICS, REGRESSOR_METRICS, ModelReference
 from services.monitor.references import References
 from services.monitor.reports import ordered
-from services.monitor.scope import Aggregates, Scope, VersionRows
+from services.monitor.scope import Aggregates, Scope, VersionRows, after_now_s
 
 NS = 1_000_000_000
 
@@ -69,10 +69,7 @@ class AlertMetrics:
                 )
 
     async def evaluate(self, spec: RuleSpec, end_ns: int) -> Evaluation:
-        # The window ends after the current second, rounded up to a bucket boundary: in
-        # the first second of a bucket, the whole second rounded up to itself and left out
-        # the bucket being written (as a report's default range did, scope.make_scope).
-        end_s = end_ns // NS + 1
+        end_s = after_now_s(end_ns)
         base = self._aggregates.base_s
         end_s = -(-end_s // base) * base
         start_s = end_s - spec.window // NS

@@ -86,6 +86,14 @@ class Selection:
         return self.versions[max(self.versions)] if self.versions else None
 
 
+def after_now_s(now_ns: int | None = None) -> int:
+    """The first whole second after now (``now_ns``, else the clock): a range ending there,
+    rounded up to buckets, holds the bucket being written even in its first second, where
+    the whole second of now is that bucket's own start and would leave it out."""
+    now_s = int(time.time()) if now_ns is None else now_ns // 1_000_000_000
+    return now_s + 1
+
+
 def make_scope(
     model: str,
     version: int,
@@ -104,9 +112,7 @@ def make_scope(
             raise InvalidArgument(
                 f"scope.{name}: expected a time from 1970-01-01 to 9999-12-31, got {given} s"
             )
-    # By default the range ends after the current second: rows logged in the first second
-    # of a bucket (when int(time.time()) is the bucket's start) are in it.
-    end = end_s if end_s is not None else int(time.time()) + 1
+    end = end_s if end_s is not None else after_now_s()
     start = start_s if start_s is not None else end - DAY_S
     end = -(-end // base_s) * base_s
     start = start // base_s * base_s

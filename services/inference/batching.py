@@ -268,7 +268,7 @@ class Batcher:
             raise
         finally:
             if self._queue:  # only if the worker itself was cancelled
-                self._fail(list(self._queue), Unavailable(f"{self._name}: stopped; retry"))
+                self._fail_stopped(list(self._queue))
                 self._queue.clear()
 
     async def _free_slot(self) -> None:
@@ -281,7 +281,7 @@ class Batcher:
         batch = self._in_flight.pop(task)
         self._slot_freed.set()
         if task.cancelled():  # before or while predicting: no caller may hang
-            self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
+            self._fail_stopped(batch)
 
     async def _fill(self) -> None:
         """Wait for as many requests as the last batch had, within the delay."""
@@ -329,7 +329,7 @@ class Batcher:
             self._failed(batch, wall, error)
             return
         except BaseException:  # the process is going down: no caller may hang
-            self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
+            self._fail_stopped(batch)
             raise
         self._answer(batch, started, wall, result)
 
@@ -395,6 +395,10 @@ class Batcher:
                 attributes={**shared, **rows},
                 error=error,
             )
+
+    def _fail_stopped(self, batch: list[_Request]) -> None:
+        """Fail ``batch`` because the batcher stopped under it (its callers may retry)."""
+        self._fail(batch, Unavailable(f"{self._name}: stopped; retry"))
 
     def _fail(self, batch: list[_Request], error: Exception) -> None:
         ended = time.perf_counter_ns()

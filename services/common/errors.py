@@ -1,6 +1,6 @@
 """One exception hierarchy for every Keel service, and one table from it to gRPC codes.
 
-Domain code raises these; the error interceptor (``interceptors.py``) turns them into a
+Domain code raises these; the error layer (``layers.ErrorLayer``) turns them into a
 status code, the message, and ``google.rpc`` details. Anything not in the table becomes
 INTERNAL with a generic message: no stack trace or SQL ever reaches a caller.
 """

@@ -1,7 +1,7 @@
 """Who is calling.
 
-With authentication on (``auth_mode`` other than ``none``), the auth interceptor
-(``interceptors.AuthInterceptor``) verifies the caller's bearer token and records the
+With authentication on (``auth_mode`` other than ``none``), the auth layer
+(``layers.AuthLayer``) verifies the caller's bearer token and records the
 principal it names for the call; the ``x-keel-user`` metadata is then ignored. With
 authentication off, the identity is the one the client states in ``x-keel-user``:
 trusted, not verified.
@@ -30,7 +30,7 @@ class Principal:
     authenticated: bool = False
 
 
-# Set by the auth interceptor in the task that runs the call's handler (grpc.aio runs
+# Set by the auth layer in the task that runs the call's handler (grpc.aio runs
 # each call in a task of its own, so the value never reaches another call).
 _CURRENT: ContextVar[Principal | None] = ContextVar("keel_principal", default=None)
 

@@ -11,6 +11,8 @@ import grpc
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    GenericHandler: TypeAlias = grpc.GenericRpcHandler[Any, Any]
 else:
     Context = grpc.aio.ServicerContext
     Handler = grpc.RpcMethodHandler
+    GenericHandler = grpc.GenericRpcHandler

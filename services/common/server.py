@@ -2,8 +2,9 @@
 
 It takes settings, a tracer provider and the service's dependencies, and returns a
 ``grpc.aio`` server already bound (port 0 means the OS picks; the real port comes back)
-with, in this order: OpenTelemetry's server interceptor, call metrics, bearer tokens and
-roles (when ``auth_mode`` is not none), the error table;
+with every handler wrapped, from the outside in, in OpenTelemetry's server span, call
+metrics, bearer tokens and roles (when ``auth_mode`` is not none) and the error table
+(``layers.call_layers``);
 ``grpc.health.v1``; server reflection; message size limits from settings; TLS or
 mutual TLS when the settings name a certificate (``services.common.tls``).
 """
@@ -20,19 +21,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import STATUS_TABLE, StatusTable
-from services.common.interceptors import (
-    ErrorInterceptor,
-    MetricsInterceptor,
-    RpcMetrics,
-    auth_interceptors,
-)
+from services.common.layers import LayeredServer, RpcMetrics, call_layers
 from services.common.settings import ServerSettings
-from services.common.telemetry import records_only_parented, traced_calls
+from services.common.telemetry import records_only_parented
 from services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -93,21 +88,19 @@ def build_server(
     settings: ServerSettings, *, tracer_provider: TracerProvider, deps: ServerDeps
 ) -> tuple[KeelServer, int]:
     """Build and bind the server; call ``start()`` on it within the event loop."""
-    interceptors = [
-        aio_server_interceptor(  # type: ignore[no-untyped-call]
-            tracer_provider=tracer_provider,
-            filter_=traced_calls(parented_only=records_only_parented(tracer_provider)),
-        ),
-        MetricsInterceptor(RpcMetrics(deps.metrics, deps.name)),
-        # Bearer token and role table (none when auth_mode is none): denials are counted.
-        *auth_interceptors(settings),
-        ErrorInterceptor(deps.status_table),
-    ]
-    server = grpc.aio.server(interceptors=interceptors, options=_options(settings))
+    layers = call_layers(
+        settings,
+        tracer_provider,
+        RpcMetrics(deps.metrics, deps.name),
+        deps.status_table,
+        parented_only=records_only_parented(tracer_provider),
+    )  # AuthConfigError: the auth settings cannot work
+    server = grpc.aio.server(options=_options(settings))
+    layered = LayeredServer(server, layers)
     for binding in deps.services:
-        binding.register(server)
+        binding.register(layered)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, layered)
     names = tuple(binding.name for binding in deps.services)
     reflection.enable_server_reflection(
         (
@@ -115,7 +108,7 @@ def build_server(
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
-        server,
+        layered,
     )
     credentials = server_credentials(settings)  # TlsError: a TLS file cannot be used
     try:

@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -26,26 +25,6 @@ INFRASTRUCTURE_SERVICES = (
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 )
-
-
-def traced_calls(*, parented_only: bool = False) -> Callable[[grpc.HandlerCallDetails], bool]:
-    """The filter OpenTelemetry's interceptors take: every call but infrastructure ones;
-    with ``parented_only``, only calls that carry a ``traceparent`` (when nothing else
-    would be recorded, the interceptor's work on the others is skipped altogether).
-
-    A set lookup on the method path: the library's composed filters cost several percent
-    of a small call (a Protocol isinstance check per call)."""
-    skipped = frozenset(INFRASTRUCTURE_SERVICES)
-
-    def traced(details: grpc.HandlerCallDetails) -> bool:
-        method = details.method
-        if method[1 : method.rfind("/")] in skipped:
-            return False
-        if not parented_only:
-            return True
-        return any(key == "traceparent" for key, _ in details.invocation_metadata or ())
-
-    return traced
 
 
 def records_only_parented(provider: TracerProvider) -> bool:

@@ -1,6 +1,7 @@
 """Spans inside a service, at next to no cost when nothing records them.
 
-Server and client spans come from OpenTelemetry's gRPC interceptors; the spans here are
+Server and client spans come from OpenTelemetry's gRPC instrumentation (server spans
+through ``layers.TracingLayer``); the spans here are
 the ones inside a call (validate, queue, predict, load, db, …). A span is made only when
 the current span records — the call is traced — so an untraced call pays one context
 lookup. Work that outlives the calling task (a batch served in a worker, a log record

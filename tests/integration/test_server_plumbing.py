@@ -21,6 +21,7 @@ from keel.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from services.common.channels import create_channel
 from services.common.errors import INTERNAL_MESSAGE
 from services.common.server import KeelServer, ServerDeps, build_server
+from services.common.telemetry import PARENT_ONLY
 from tests.support.probe import OIP_SERVICE, SECRET, ProbeServicer, ProbeSettings, probe_binding
 
 
@@ -183,3 +184,37 @@ async def test_client_server_server_spans_share_one_trace(
     assert server_front.parent is not None and server_front.parent.is_remote
     assert server_back.parent is not None and server_back.parent.is_remote
     assert not any("grpc.health" in s.name for s in exporter.get_finished_spans())
+
+
+async def test_without_an_exporter_only_calls_carrying_a_sampled_traceparent_are_traced(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(sampler=PARENT_ONLY)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server, port = await start_probe(provider, CollectorRegistry())
+    trace_id, parent_id = "1" * 32, "2" * 16
+    sampled = (("traceparent", f"00-{trace_id}-{parent_id}-01"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)
+            assert (await stub.ServerLive(oip.ServerLiveRequest(), timeout=5)).live
+            assert exporter.get_finished_spans() == ()
+            for _ in range(2):  # the span is made the same way on later calls
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.ModelReady(
+                        oip.ModelReadyRequest(name="x"), metadata=sampled, timeout=5
+                    )
+                assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            health = health_pb2_grpc.HealthStub(channel)
+            await health.Check(health_pb2.HealthCheckRequest(), metadata=sampled, timeout=5)
+    finally:
+        await server.stop(None)
+
+    spans = exporter.get_finished_spans()
+    assert [(s.kind, s.name) for s in spans] == [
+        (SpanKind.SERVER, f"/{OIP_SERVICE}/ModelReady")
+    ] * 2
+    for span in spans:
+        assert format(span.context.trace_id, "032x") == trace_id
+        assert span.parent is not None and span.parent.is_remote
+        assert format(span.parent.span_id, "016x") == parent_id

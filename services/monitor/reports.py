@@ -13,13 +13,24 @@ from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import reports_pb2 as rp
 from services.common.errors import InvalidArgument, NotFound
 from services.monitor import drift, fairness, performance, quality, variants
-from services.monitor.scope import Aggregates, Scope, Selection, VersionRows, make_scope
+from services.monitor.scope import (
+    Aggregates,
+    Scope,
+    Selection,
+    VersionRows,
+    end_seconds,
+    make_scope,
+)
 
 R = TypeVar("R")
 
 
 def _seconds(stamp: timestamp_pb2.Timestamp, present: bool) -> int | None:
     return stamp.seconds if present else None
+
+
+def _end_seconds(stamp: timestamp_pb2.Timestamp, present: bool) -> int | None:
+    return end_seconds(stamp.seconds, stamp.nanos) if present else None
 
 
 def scope_of(message: rp.ReportScope, base_s: int) -> Scope:
@@ -31,7 +42,7 @@ def scope_of(message: rp.ReportScope, base_s: int) -> Scope:
         message.deployment,
         message.variant,
         _seconds(message.start_time, message.HasField("start_time")),
-        _seconds(message.end_time, message.HasField("end_time")),
+        _end_seconds(message.end_time, message.HasField("end_time")),
         message.window.seconds if message.HasField("window") else 0,
         base_s,
     )

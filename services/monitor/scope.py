@@ -86,6 +86,13 @@ class Selection:
         return self.versions[max(self.versions)] if self.versions else None
 
 
+def end_seconds(seconds: int, nanos: int) -> int:
+    """The whole seconds a range ending at ``seconds`` + ``nanos`` reaches into: a range
+    ending half a second into a bucket holds that bucket (its start second is the range's
+    last whole second, which rounded up to buckets would leave the bucket out)."""
+    return seconds + 1 if nanos > 0 else seconds
+
+
 def after_now_s(now_ns: int | None = None) -> int:
     """The first whole second after now (``now_ns``, else the clock): a range ending there,
     rounded up to buckets, holds the bucket being written even in its first second, where

@@ -254,7 +254,8 @@ class AuthLayer:
                 return await behavior(request, context)
 
             return unary
-        # Never serve a method unguarded: a handler Keel cannot wrap stops the server's start.
+        # Never serve a method unguarded: a registered one stops the server's start, one
+        # found through a generic handler is refused (``_LayeredGeneric``).
         raise TypeError(f"{method}: only coroutine and async-generator handlers can be guarded")
 
 
@@ -380,9 +381,33 @@ class _LayeredGeneric(GenericHandler):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = self._layers(method, handler)
+        try:
+            wrapped = self._layers(method, handler)
+        except TypeError:  # a method auth cannot guard: refused, never served unguarded
+            log.exception("%s: refused", method)
+            wrapped = _refusing(handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+def _refusing(handler: Handler) -> Handler:
+    """A handler of the same kind as ``handler`` that answers every call INTERNAL."""
+    status = rpc_status.to_status(internal_status())
+
+    async def refuse(request: Any, context: Context) -> None:
+        await context.abort_with_status(status)  # type: ignore[attr-defined]
+
+    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await context.abort_with_status(status)  # type: ignore[attr-defined]
+        yield  # never reached: abort raises
+
+    kind, _ = _behavior(handler)
+    factory: Callable[..., Handler] = _HANDLER_FACTORY[kind]
+    return factory(
+        refuse_stream if handler.response_streaming else refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class LayeredServer(grpc.aio.Server):

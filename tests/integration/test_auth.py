@@ -35,11 +35,14 @@ from keel.registry.v1 import registry_pb2 as rpb
 from keel.registry.v1 import registry_pb2_grpc as rpb_grpc
 from services.common.auth import hash_token
 from services.common.denials import PERMISSION_DENIED_MESSAGE, UNAUTHENTICATED_MESSAGE
-from services.common.server import build_server
+from services.common.errors import INTERNAL_MESSAGE
+from services.common.rpc import Handler
+from services.common.server import ServerDeps, ServiceBinding, build_server
 from services.registry.service import open_registry
 from services.registry.settings import RegistrySettings
 from tests.support.inference import raw_request, running_inference
 from tests.support.monitor import frame, log_classifier, running_monitor
+from tests.support.probe import OIP_SERVICE, ProbeSettings
 from tests.support.registry import (
     signature,
     upload_requests,
@@ -403,3 +406,59 @@ async def test_services_call_each_other_with_their_own_tokens(
                 assert_denied(await refusal(call), grpc.StatusCode.PERMISSION_DENIED)
             unauthenticated = await refusal(served.stub.ModelInfer(request))
             assert_denied(unauthenticated, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def _sync_server_live(
+    request: oip.ServerLiveRequest, context: grpc.ServicerContext
+) -> oip.ServerLiveResponse:
+    raise AssertionError("a handler auth cannot guard must never run")
+
+
+def _sync_live_handler() -> Handler:
+    return grpc.unary_unary_rpc_method_handler(
+        _sync_server_live,
+        request_deserializer=oip.ServerLiveRequest.FromString,
+        response_serializer=oip.ServerLiveResponse.SerializeToString,
+    )
+
+
+async def test_a_method_auth_cannot_guard_is_never_served(tmp_path: Path) -> None:
+    settings = ProbeSettings(port=0, **auth_settings(tmp_path))
+    registered = ServiceBinding(
+        OIP_SERVICE,
+        lambda s: s.add_registered_method_handlers(  # type: ignore[attr-defined]
+            OIP_SERVICE, {"ServerLive": _sync_live_handler()}
+        ),
+    )
+    # Registered methods (every generated add_*_to_server registers its methods) are
+    # checked when the server is built.
+    with pytest.raises(TypeError, match="ServerLive"):
+        build_server(
+            settings, tracer_provider=TracerProvider(), deps=ServerDeps("probe", [registered])
+        )
+
+    # A method reached only through a generic handler is checked at its first call,
+    # which is answered INTERNAL with the generic words, without running the handler.
+    generic = ServiceBinding(
+        OIP_SERVICE,
+        lambda s: s.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    OIP_SERVICE, {"ServerLive": _sync_live_handler()}
+                ),
+            )
+        ),
+    )
+    server, port = build_server(
+        settings, tracer_provider=TracerProvider(), deps=ServerDeps("probe", [generic])
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.ServerLive(oip.ServerLiveRequest(), metadata=as_("tok-admin"), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.INTERNAL
+            assert caught.value.details() == INTERNAL_MESSAGE
+    finally:
+        await server.stop(None)

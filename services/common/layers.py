@@ -66,18 +66,22 @@ def _behavior(handler: Handler) -> tuple[str, Behavior]:
     raise ValueError("a method handler without a behaviour")
 
 
-def _rewrap(handler: Handler, method: str, wrap: Wrap) -> Handler:
-    """The same handler with its behaviour passed through ``wrap``."""
-    kind, behavior = _behavior(handler)
-    wrapped = wrap(behavior, method)
-    if wrapped is behavior:
-        return handler
+def _replaced(handler: Handler, behavior: Behavior) -> Handler:
+    """A handler of the same kind and (de)serialisers as ``handler`` with ``behavior``."""
+    kind, _ = _behavior(handler)
     factory: Callable[..., Handler] = _HANDLER_FACTORY[kind]
     return factory(
-        wrapped,
+        behavior,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+def _rewrap(handler: Handler, method: str, wrap: Wrap) -> Handler:
+    """The same handler with its behaviour passed through ``wrap``."""
+    _, behavior = _behavior(handler)
+    wrapped = wrap(behavior, method)
+    return handler if wrapped is behavior else _replaced(handler, wrapped)
 
 
 class ErrorLayer:
@@ -299,12 +303,13 @@ class TracingLayer:
         if method[1 : method.rfind("/")] in INFRASTRUCTURE_SERVICES:
             return handler
         kind, behavior = _behavior(handler)
-        traced: list[Behavior] = []
+        traced: Behavior | None = None
 
         async def traced_behavior(context: Context) -> Behavior:
             # OpenTelemetry wraps per method; its wrapper is made on the first traced call.
-            if traced:
-                return traced[0]
+            nonlocal traced
+            if traced is not None:
+                return traced
 
             async def same(details: grpc.HandlerCallDetails) -> Handler:
                 return handler
@@ -314,8 +319,8 @@ class TracingLayer:
             )
             if found is handler:  # instrumentation suppressed for now: ask again next time
                 return behavior
-            traced.append(getattr(found, kind))
-            return traced[0]
+            traced = getattr(found, kind)
+            return traced
 
         skips = self._skips
         if handler.response_streaming and inspect.isasyncgenfunction(behavior):
@@ -336,7 +341,7 @@ class TracingLayer:
             wrapped = unary
         else:
             return handler
-        return _rewrap(handler, method, lambda _behavior, _method: wrapped)
+        return _replaced(handler, wrapped)
 
 
 def call_layers(
@@ -401,13 +406,7 @@ def _refusing(handler: Handler) -> Handler:
         await context.abort_with_status(status)  # type: ignore[attr-defined]
         yield  # never reached: abort raises
 
-    kind, _ = _behavior(handler)
-    factory: Callable[..., Handler] = _HANDLER_FACTORY[kind]
-    return factory(
-        refuse_stream if handler.response_streaming else refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return _replaced(handler, refuse_stream if handler.response_streaming else refuse)
 
 
 class LayeredServer(grpc.aio.Server):

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 PARENT_ONLY = ParentBased(ALWAYS_OFF)
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
-# Infrastructure services are neither traced nor counted as the service's own calls.
+# Infrastructure services are not traced (their calls are counted like any other).
 INFRASTRUCTURE_SERVICES = (
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",

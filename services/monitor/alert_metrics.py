@@ -17,7 +17,7 @@ from services.monitor.alert_records import (
 from services.monitor.reference import CLASSIFIER_METRICS, REGRESSOR_METRICS, ModelReference
 from services.monitor.references import References
 from services.monitor.reports import ordered
-from services.monitor.scope import Aggregates, Scope, VersionRows, after_now_s
+from services.monitor.scope import Aggregates, Scope, VersionRows, after_now_s, bucket_end
 
 NS = 1_000_000_000
 
@@ -69,9 +69,7 @@ class AlertMetrics:
                 )
 
     async def evaluate(self, spec: RuleSpec, end_ns: int) -> Evaluation:
-        end_s = after_now_s(end_ns)
-        base = self._aggregates.base_s
-        end_s = -(-end_s // base) * base
+        end_s = bucket_end(after_now_s(end_ns), self._aggregates.base_s)
         start_s = end_s - spec.window // NS
         scope = Scope(
             spec.model,

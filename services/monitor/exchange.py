@@ -17,7 +17,7 @@ from services.common.db import Database
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.monitor.aggregates import FORMAT, State, StateFormatError
 from services.monitor.references import References
-from services.monitor.scope import end_seconds
+from services.monitor.scope import bucket_end, end_seconds
 from services.monitor.tables import BUCKETS, MERGED
 
 PAGE = 1000
@@ -53,8 +53,7 @@ class Exchange:
             else 0
         )
         end = (
-            -(-end_seconds(request.end_time.seconds, request.end_time.nanos) // self._base_s)
-            * self._base_s
+            bucket_end(end_seconds(request.end_time.seconds, request.end_time.nanos), self._base_s)
             if request.HasField("end_time")
             else int(time.time()) + self._base_s
         )

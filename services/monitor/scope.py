@@ -86,6 +86,11 @@ class Selection:
         return self.versions[max(self.versions)] if self.versions else None
 
 
+def bucket_end(seconds: int, base_s: int) -> int:
+    """``seconds`` rounded up to a bucket boundary: where a range ending there stops."""
+    return -(-seconds // base_s) * base_s
+
+
 def end_seconds(seconds: int, nanos: int) -> int:
     """The whole seconds a range ending at ``seconds`` + ``nanos`` reaches into: a range
     ending half a second into a bucket holds that bucket (its start second is the range's
@@ -121,7 +126,7 @@ def make_scope(
             )
     end = end_s if end_s is not None else after_now_s()
     start = start_s if start_s is not None else end - DAY_S
-    end = -(-end // base_s) * base_s
+    end = bucket_end(end, base_s)
     start = start // base_s * base_s
     if end <= start:
         raise InvalidArgument("scope.end_time: expected a time after scope.start_time")

@@ -176,6 +176,22 @@ def test_mixing_raw_and_typed_contents_is_refused() -> None:
     assert error.violations == (FieldViolation("inputs[1].contents", error.message),)
 
 
+@pytest.mark.parametrize(
+    ("shape", "contents", "message"),
+    [
+        ((1, 1), True, "sets contents but the request uses raw_input_contents"),
+        ((0, 2**62), False, "shape [0, 4611686018427387904] is too large"),
+    ],
+)
+def test_a_lone_raw_matrix_is_checked_like_any_input(
+    shape: tuple[int, int], contents: bool, message: str
+) -> None:
+    request = raw_request(("features", "FP32", shape, b"\x00" * 4 * shape[0] * shape[1]))
+    if contents:
+        request.inputs[0].contents.fp32_contents.append(1.0)
+    assert message in refused(request).message
+
+
 def test_one_raw_entry_per_input() -> None:
     request = raw_request(raw_input("a", "FP32", SAMPLES["FP32"]))
     request.inputs.add(name="b", datatype="FP32", shape=[1])

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from services.common.heap import settle_heap
 from services.common.server import BindError, ServerDeps, build_server, run_until_signalled
 from services.common.settings import ServerSettings
 from services.common.telemetry import serve_metrics, tracer_provider
@@ -105,6 +106,7 @@ async def serve(spec: ServiceSpec[S], settings: S, ready_file: Path | None = Non
                 await server.stop(None)
                 raise
             metrics_port = endpoint.port if endpoint is not None else None
+            settle_heap()
             listening = Listening(spec.name, settings.host, port, metrics_port, os.getpid())
             print(listening.line(), flush=True)
             if ready_file is not None:

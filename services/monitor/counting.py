@@ -30,6 +30,7 @@ from typing import Any
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.errors import DomainError, Unavailable
+from services.common.heap import settle_heap
 from services.monitor.aggregates import State
 from services.monitor.counted import Counted, count_batch
 from services.monitor.reference import ModelReference
@@ -109,7 +110,7 @@ class Counting:
             else:
                 context = multiprocessing.get_context("spawn")
                 self._pool = ProcessPoolExecutor(
-                    1, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
+                    1, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
                 )
                 self._sent = set()
         return self._pool
@@ -136,6 +137,11 @@ _references: dict[str, ModelReference] = {}
 
 def _ready() -> bool:
     return True
+
+
+def _start_worker(parent: int) -> None:
+    _watch_parent(parent)
+    settle_heap()
 
 
 def _watch_parent(parent: int) -> None:

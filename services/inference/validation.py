@@ -168,11 +168,11 @@ def _check_values(
     """No NaN in required numeric columns and every value within its declared range,
     checked on the float32 values the model receives, all columns at once."""
     required, low, high = plan.checks
-    if required and not np.isnan(numeric).any():
-        required = False  # no NaN anywhere, the usual case: two passes instead of three
     bad: npt.NDArray[np.bool_] | None = None
     if required:
-        bad = np.isnan(numeric) & plan.required
+        missing = np.isnan(numeric)
+        if missing.any():  # usually not: then no per-column mask is made
+            bad = missing & plan.required
     if low:
         bad = numeric < plan.low if bad is None else bad | (numeric < plan.low)
     if high:

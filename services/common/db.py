@@ -30,9 +30,10 @@ from services.common.errors import Conflict, Unavailable
 
 WRITE_OPTION = "keel_write"
 GROUP_LIMIT = 64  # units of work committed together at most (SQLite)
-# A writer's commit checkpoints the log itself only past this many pages (SQLite's default
-# is 1,000): below it, the checkpointing thread does it.
-WAL_AUTOCHECKPOINT_PAGES = 16_384
+# A writer's commit checkpoints the log itself only past this size (SQLite's default is
+# 1,000 pages): below it, the checkpointing thread does it.
+WAL_AUTOCHECKPOINT_BYTES = 64 * 1024 * 1024
+SQLITE_PAGE_SIZES = tuple(2**k for k in range(9, 17))  # 512 … 65,536 bytes
 CHECKPOINT_INTERVAL_S = 0.1  # the checkpointing thread's pause between two checkpoints
 UNIQUE_RACE_ATTEMPTS = 2  # a unit that loses a race on a unique key runs once more
 MIGRATION_LOCK = 0x6B65656C  # "keel"
@@ -43,8 +44,16 @@ T = TypeVar("T")
 _OUTAGE_SQLSTATES = ("08", "53", "57P")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, a busy timeout and BEGIN IMMEDIATE."""
+def make_engine(url: str, *, page_size: int | None = None) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and BEGIN IMMEDIATE.
+
+    ``page_size`` (bytes) is the page size of a SQLite file this engine creates; a file
+    that exists keeps the size it was made with (SQLite cannot change it in WAL mode).
+    None: SQLite's default, 4,096. PostgreSQL has its own and ignores it."""
+    if page_size is not None and page_size not in SQLITE_PAGE_SIZES:
+        raise ValueError(
+            f"page_size: expected a power of two from 512 to 65536 bytes, got {page_size}"
+        )
     if not url.startswith("sqlite"):
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -53,11 +62,14 @@ def make_engine(url: str) -> Engine:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself
         cursor = dbapi_connection.cursor()
+        if page_size is not None:  # before WAL: only a file without pages yet takes it
+            cursor.execute(f"PRAGMA page_size={page_size}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        pages = WAL_AUTOCHECKPOINT_BYTES // cursor.execute("PRAGMA page_size").fetchone()[0]
+        cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -244,7 +256,7 @@ class _Checkpointer:
     ``CHECKPOINT_INTERVAL_S``. The writer used to do it inside every commit that found
     the log past 1,000 pages: for the monitor that was about every group of batches, a
     quarter of a millisecond per batch of the one writer's time. A writer still
-    checkpoints a log past ``WAL_AUTOCHECKPOINT_PAGES`` (this thread fell behind)."""
+    checkpoints a log past ``WAL_AUTOCHECKPOINT_BYTES`` (this thread fell behind)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

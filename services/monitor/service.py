@@ -89,7 +89,7 @@ def build_monitor(
 ) -> Monitor:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.database("monitor.db")
-    engine = make_engine(url)
+    engine = make_engine(url, page_size=settings.sqlite_page_size)
     upgrade(engine, MIGRATIONS)
     db = Database(engine)
     references = References(db, registry)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.common.db import SQLITE_PAGE_SIZES
 from services.common.jetstream import DEFAULT_STREAM, DEFAULT_SUBJECT
 from services.common.settings import DatabaseSettings
 
@@ -44,6 +45,13 @@ class MonitorSettings(DatabaseSettings):
     max_in_flight_batches: int = Field(
         default=64, ge=1, le=1024, description="Flow-control window of a LogPredictions stream."
     )
+    sqlite_page_size: int = Field(
+        default=16_384,
+        description=(
+            "Page size in bytes of a SQLite database the monitor creates: a power of two from "
+            "512 to 65536 (a file that exists keeps its own). ADR 0012."
+        ),
+    )
     count_process: bool = Field(
         default=True,
         description="Decode and count logged batches in a worker process (false: in a thread "
@@ -72,3 +80,10 @@ class MonitorSettings(DatabaseSettings):
     event_poll_s: float = Field(
         default=0.2, gt=0, description="How often WatchAlerts looks for other replicas' events."
     )
+
+    @field_validator("sqlite_page_size")
+    @classmethod
+    def _page_size(cls, value: int) -> int:
+        if value not in SQLITE_PAGE_SIZES:
+            raise ValueError(f"expected a power of two from 512 to 65536 bytes, got {value}")
+        return value

@@ -10,7 +10,8 @@ import asyncio
 import hashlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import grpc
 import numpy as np
 
 from keel.registry.v1 import registry_pb2 as pb
+from keel.registry.v1 import registry_pb2_grpc as pb_grpc
 from tests.support.faults import LEAKS, ServiceProcess, read_only, services, tiny_filesystem
 from tests.support.registry import CHUNK, Client, rpc_error, xgboost_artifact
 
@@ -46,24 +48,38 @@ def bytes_used(folder: Path) -> int:
 
 
 async def upload_interrupted(
-    client: Client, data: bytes, store: Path, fault: Callable[[], object]
-) -> grpc.aio.AioRpcError:
+    address: str, client: Client, data: bytes, store: Path, fault: Callable[[], object]
+) -> grpc.Call:
     """Upload ``data``; once the registry has its temporary file open (the header and
-    the first chunk are in), call ``fault`` and send the rest. The error it ends with."""
-    resume = asyncio.Event()
+    the first chunk are in), call ``fault`` and send the rest. The error it ends with.
 
-    async def requests() -> AsyncIterator[pb.UploadArtifactRequest]:
+    Sent with gRPC's synchronous API, as the Keel client sends uploads. grpc.aio's client
+    reports INTERNAL ("Internal error from Core") instead of the server's status when one
+    of its writes races the server ending the call (grpc/grpc#36066), which a refused
+    multi-megabyte upload does."""
+    resume = threading.Event()
+
+    def requests() -> Iterator[pb.UploadArtifactRequest]:
         header = pb.UploadArtifactHeader(
             sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)
         )
         yield pb.UploadArtifactRequest(header=header)
         yield pb.UploadArtifactRequest(chunk=data[:CHUNK])
-        await resume.wait()
+        resume.wait(timeout=30)
         for start in range(CHUNK, len(data), CHUNK):
             yield pb.UploadArtifactRequest(chunk=data[start : start + CHUNK])
 
-    call = client.stub.UploadArtifact(requests(), metadata=client.md, timeout=30)
-    waiting = asyncio.ensure_future(rpc_error(call))
+    def upload() -> grpc.Call:
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.RegistryServiceStub(channel)
+            try:
+                stub.UploadArtifact(requests(), metadata=client.md, timeout=30)
+            except grpc.RpcError as error:
+                assert isinstance(error, grpc.Call)
+                return error
+        raise AssertionError("the upload was accepted; it should have been refused")
+
+    waiting = asyncio.ensure_future(asyncio.to_thread(upload))
     async with asyncio.timeout(10):
         while not temporary_files(store):
             await asyncio.sleep(0.01)
@@ -72,7 +88,7 @@ async def upload_interrupted(
     return await waiting
 
 
-def clean(error: grpc.aio.AioRpcError) -> bool:
+def clean(error: grpc.Call | grpc.aio.AioRpcError) -> bool:
     details = str(error.details() or "")
     return (
         "artifact store" in details
@@ -103,7 +119,7 @@ async def test_store_filling_up_mid_upload_refuses_it_and_keeps_nothing(
             first = await client.register(MODEL, xgboost_artifact(trees=3))
             used = bytes_used(store)
             # No fault to inject: 6 MiB sent to 3 MiB of room fills the store by itself.
-            error = await upload_interrupted(client, big, store, lambda: None)
+            error = await upload_interrupted(registry.address, client, big, store, lambda: None)
             missing = await rpc_error(
                 client.stub.GetArtifact(pb.GetArtifactRequest(name=f"artifacts/{big_sha256}"))
             )
@@ -134,6 +150,7 @@ async def test_store_turning_read_only_mid_upload_refuses_it_and_keeps_nothing(
             first = await client.register(MODEL, xgboost_artifact(trees=3))
             with ExitStack() as fault:
                 error = await upload_interrupted(
+                    registry.address,
                     client,
                     artifact.data,
                     store,

@@ -44,16 +44,24 @@ T = TypeVar("T")
 _OUTAGE_SQLSTATES = ("08", "53", "57P")
 
 
+def sqlite_page_size(value: int) -> int:
+    """``value`` if SQLite can use it as a page size, else ValueError saying what can."""
+    if value not in SQLITE_PAGE_SIZES:
+        raise ValueError(f"expected a power of two from 512 to 65536 bytes, got {value}")
+    return value
+
+
 def make_engine(url: str, *, page_size: int | None = None) -> Engine:
     """An engine for ``url``; SQLite files get WAL, a busy timeout and BEGIN IMMEDIATE.
 
     ``page_size`` (bytes) is the page size of a SQLite file this engine creates; a file
     that exists keeps the size it was made with (SQLite cannot change it in WAL mode).
     None: SQLite's default, 4,096. PostgreSQL has its own and ignores it."""
-    if page_size is not None and page_size not in SQLITE_PAGE_SIZES:
-        raise ValueError(
-            f"page_size: expected a power of two from 512 to 65536 bytes, got {page_size}"
-        )
+    if page_size is not None:
+        try:
+            sqlite_page_size(page_size)
+        except ValueError as error:
+            raise ValueError(f"page_size: {error}") from None
     if not url.startswith("sqlite"):
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.db import SQLITE_PAGE_SIZES
+from services.common.db import sqlite_page_size
 from services.common.jetstream import DEFAULT_STREAM, DEFAULT_SUBJECT
 from services.common.settings import DatabaseSettings
 
@@ -84,6 +84,4 @@ class MonitorSettings(DatabaseSettings):
     @field_validator("sqlite_page_size")
     @classmethod
     def _page_size(cls, value: int) -> int:
-        if value not in SQLITE_PAGE_SIZES:
-            raise ValueError(f"expected a power of two from 512 to 65536 bytes, got {value}")
-        return value
+        return sqlite_page_size(value)

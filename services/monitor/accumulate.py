@@ -90,8 +90,9 @@ def count_numeric(
         else:
             bins[0] += len(present)
         lo, hi = ref.grid()
-        cells = np.floor((present - lo) * (GRID_CELLS / (hi - lo))).astype(np.int64) + 1
-        np.clip(cells, 0, GRID_CELLS + 1, out=cells)
+        # Clipped before the cast: a value far outside the grid (1e300) does not fit int64.
+        cells = np.floor((present - lo) * (GRID_CELLS / (hi - lo)))
+        cells = np.clip(cells, -1, GRID_CELLS).astype(np.int64) + 1
         state.i8(f"{prefix}:grid")[:] += np.bincount(cells, minlength=GRID_CELLS + 2)
     else:
         bins[0] += len(present)

@@ -90,7 +90,8 @@ class State:
         npt.NDArray[np.float64],
     ]
     unseen: dict[str, dict[str, int]] = field(default_factory=dict)
-    _views: dict[str, npt.NDArray[np.generic]] | None = None
+    _views: dict[str, npt.NDArray[np.generic]] | None = None  # those asked for by name
+    _every: dict[str, npt.NDArray[np.generic]] | None = None  # all, in the layout's order
 
     @staticmethod
     def empty(layout: Layout) -> State:
@@ -108,18 +109,30 @@ class State:
     @property
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         """Every named array of the layout, as a view (writes go to the buffers)."""
-        if self._views is None:
-            views: dict[str, npt.NDArray[np.generic]] = {}
-            for name, (group, begin, end, shape) in slots(self.layout).where.items():
-                views[name] = self.buffers[group][begin:end].reshape(shape)
-            self._views = views
-        return self._views
+        if self._every is None:
+            self._every = {name: self._view(name) for name in slots(self.layout).where}
+        return self._every
 
     def i8(self, name: str) -> IntArray:
-        return self.arrays[name]  # type: ignore[return-value]
+        return self._view(name)  # type: ignore[return-value]
 
     def f8(self, name: str) -> FloatArray:
-        return self.arrays[name]  # type: ignore[return-value]
+        return self._view(name)  # type: ignore[return-value]
+
+    def _known(self) -> dict[str, npt.NDArray[np.generic]]:
+        if self._views is None:
+            self._views = {}
+        return self._views
+
+    def _view(self, name: str) -> npt.NDArray[np.generic]:
+        """One named array's view, made when first asked for: a batch's state is read by
+        name a few times, and making all of a layout's views cost more than counting."""
+        views = self._known()
+        found = views.get(name)
+        if found is None:
+            group, begin, end, shape = slots(self.layout).where[name]
+            found = views[name] = self.buffers[group][begin:end].reshape(shape)
+        return found
 
     def merge(self, other: State) -> None:
         """Add ``other`` into this state (same layout)."""

@@ -3,7 +3,9 @@ columns (``Rows``), with its ids, times and traces."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -11,23 +13,29 @@ import numpy.typing as npt
 from keel.monitor.v1 import ingest_pb2
 from services.common.errors import FieldViolation, InvalidArgument
 from services.monitor import columns
+from services.monitor._kernels import plain_ids_json
 from services.monitor.accumulate import Outputs, Rows, group_index
 from services.monitor.reference import BINARY, REGRESSION, ModelReference
 
 Ints = npt.NDArray[np.int64]
-MAX_ID_BYTES = 128
 
 
 @dataclass
 class DecodedBatch:
     row_count: int
-    ids: list[str]
+    ids_json: str  # the prediction ids, all different, as one JSON array
     times: Ints  # ns since the epoch, per row
     rows: Rows
     trace_ids: npt.NDArray[np.uint8] | None = None  # [rows, 16]
     ignored_columns: list[str] = field(default_factory=list)
     # Rows per value outside the known categories, per categorical feature.
     unseen: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """The prediction ids in row order (parsed only on the paths that need them)."""
+        ids: list[str] = json.loads(self.ids_json)
+        return ids
 
 
 def invalid(field_path: str, message: str) -> InvalidArgument:
@@ -39,9 +47,7 @@ def decode(batch: ingest_pb2.PredictionBatch, reference: ModelReference) -> Deco
     n = batch.row_count
     if n < 0:
         raise invalid("batch.row_count", f"row_count must be >= 0, got {n}")
-    ids = columns.identifiers(batch.prediction_ids, n, "prediction_ids") if n else []
-    if len(set(ids)) != len(ids):
-        raise invalid("batch.prediction_ids", "prediction_ids: expected unique ids in a batch")
+    ids_json = prediction_ids_json(batch.prediction_ids, n)
     times = columns.timestamps(batch.time_unix_nanos, n)
     rows = Rows()
     ignored: list[str] = []
@@ -71,7 +77,23 @@ def decode(batch: ingest_pb2.PredictionBatch, reference: ModelReference) -> Deco
         if index is not None:
             rows.groups[name] = index
     trace_ids = columns.fixed_bytes(batch.trace_ids, n, 16, "trace_ids")
-    return DecodedBatch(n, ids, times, rows, trace_ids, ignored, unseen)
+    return DecodedBatch(n, ids_json, times, rows, trace_ids, ignored, unseen)
+
+
+def prediction_ids_json(column: ingest_pb2.Column, n: int) -> str:
+    """The batch's prediction ids as one JSON array, checked: in C when they are plain
+    (one width, printable ASCII, all different: what producers usually send), else
+    decoded one by one; InvalidArgument for a bad or repeated id."""
+    if not n:
+        return "[]"
+    if column.WhichOneof("values") == "length_prefixed" and not column.validity:
+        plain = plain_ids_json(column.length_prefixed.data, n, columns.MAX_ID_BYTES)
+        if plain is not None:
+            return plain
+    ids = columns.identifiers(column, n, "prediction_ids")
+    if len(set(ids)) != len(ids):
+        raise invalid("batch.prediction_ids", "prediction_ids: expected unique ids in a batch")
+    return json.dumps(ids, separators=(",", ":"))
 
 
 def _set(column: ingest_pb2.Column) -> bool:

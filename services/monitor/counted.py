@@ -97,6 +97,5 @@ def count_batch(
     )
     if decoded.row_count:
         counted.payload = batch.SerializeToString() if payload is None else payload
-        counted.ids_json = json.dumps(decoded.ids)
-        counted.__dict__["ids"] = decoded.ids  # the list is at hand: no need to parse it
+        counted.ids_json = decoded.ids_json
     return counted

@@ -16,7 +16,6 @@ prediction (the batch's ``trace_ids``/``span_ids``), linked to the batch's call 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from services.common.tracing import (
 )
 from services.monitor import columns
 from services.monitor.aggregates import State
-from services.monitor.batches import decode, invalid
+from services.monitor.batches import decode, invalid, prediction_ids_json
 from services.monitor.buckets import NS, BucketWriter, Key, insert_ignoring_conflicts
 from services.monitor.counted import Counted, count_rows
 from services.monitor.counting import Counting
@@ -394,8 +393,8 @@ def _driver_parameters(dialect: str, **values: Any) -> Any:
     return tuple(values.values()) if dialect == "sqlite" else values
 
 
-# The ids of a batch travel as one parameter, a JSON array of strings (``json.dumps`` of
-# the list, made while counting): per-row parameter binding was most of a batch's cost.
+# The ids of a batch travel as one parameter, a JSON array of strings (made while counting,
+# ``batches.prediction_ids_json``): per-row parameter binding was most of a batch's cost.
 INSERT_IDS = {
     "sqlite": (
         'INSERT INTO monitor_prediction_ids (model, prediction_id, segment, "row", labeled) '
@@ -486,9 +485,9 @@ def expire(connection: Connection, now: int, limit: int = EXPIRE_SEGMENTS) -> in
     dialect = connection.dialect.name
     for segment, model, payload in old:
         batch = ingest_pb2.PredictionBatch.FromString(bytes(payload))
-        ids = columns.identifiers(batch.prediction_ids, batch.row_count, "prediction_ids")
+        ids = prediction_ids_json(batch.prediction_ids, batch.row_count)
         connection.exec_driver_sql(
-            DELETE_IDS[dialect], _ids_parameters(dialect, model, segment, json.dumps(ids))
+            DELETE_IDS[dialect], _ids_parameters(dialect, model, segment, ids)
         )
     if old:
         connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id.in_([row[0] for row in old])))

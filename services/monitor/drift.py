@@ -145,12 +145,18 @@ def drift_report(held: VersionRows, options: rp.DriftOptions) -> rp.DriftReport:
     p_mode = options.mode == rp.DRIFT_TEST_MODE_P_VALUE
     alpha = options.alpha if options.HasField("alpha") else 0.05
     min_samples = options.min_samples if options.HasField("min_samples") else 100
+    chosen = [
+        (column, *_method(column, options, alpha if p_mode else None))
+        for column in columns(reference, list(options.features))
+        if column.name in reference.columns
+    ]
+    wasserstein = [c for c, method, _ in chosen if method == rp.DRIFT_METHOD_WASSERSTEIN]
+    central = central_quantiles(reference, held.state, wasserstein)
     results = []
-    for column in columns(reference, list(options.features)):
-        if column.name not in reference.columns:
-            continue
-        method, threshold = _method(column, options, alpha if p_mode else None)
-        result = compare(reference, held.state, column, method, options.include_bins)
+    for column, method, threshold in chosen:
+        result = compare(
+            reference, held.state, column, method, options.include_bins, central.get(column.name)
+        )
         result.threshold = threshold
         result.mode = rp.DRIFT_TEST_MODE_P_VALUE if p_mode else rp.DRIFT_TEST_MODE_EFFECT_SIZE
         result.insufficient_data = result.current_count < min_samples
@@ -204,8 +210,11 @@ def compare(
     column: Column,
     method: rp.DriftMethod.ValueType,
     include_bins: bool,
+    central: FloatArray | None = None,
 ) -> rp.FeatureDrift:
-    """The statistic of ``method`` between the reference and the current counts."""
+    """The statistic of ``method`` between the reference and the current counts
+    (``central``: the column's current quantiles at its reference's central levels, when
+    the caller worked them out with other columns')."""
     ref = reference.columns[column.name]
     result = rp.FeatureDrift(
         feature=column.name,
@@ -236,32 +245,62 @@ def compare(
         result.statistic = statistics.jensen_shannon(expected, current)
     elif method == rp.DRIFT_METHOD_CHI_SQUARED:
         result.statistic, result.p_value = statistics.chi_squared(expected, current)
-    else:
+    elif method == rp.DRIFT_METHOD_KS:
         assert isinstance(ref, NumericReference)
         ref_cdf, cur_cdf = _cdfs(ref, state, column.prefix)
-        if method == rp.DRIFT_METHOD_KS:
-            result.statistic, result.p_value = statistics.ks(
-                ref_cdf, cur_cdf, result.reference_count, result.current_count
-            )
-        else:
-            result.statistic = trimmed_wasserstein(ref, cur_cdf)
+        result.statistic, result.p_value = statistics.ks(
+            ref_cdf, cur_cdf, result.reference_count, result.current_count
+        )
+    else:
+        assert isinstance(ref, NumericReference)
+        if central is None:
+            central = central_quantiles(reference, state, [column])[column.name]
+        result.statistic = trimmed_wasserstein(ref, central)
     if include_bins:
         _bins(result, reference, ref, state, column, expected, current)
     return result
 
 
-def trimmed_wasserstein(ref: NumericReference, current: statistics.Cdf) -> float:
+def trimmed_wasserstein(ref: NumericReference, current: FloatArray) -> float:
     """Wasserstein-1 between the quantile functions over the central levels
-    [TRIM, 1 - TRIM], divided by the reference standard deviation (floored at 0.001).
+    [TRIM, 1 - TRIM], divided by the reference standard deviation (floored at 0.001);
+    ``current``: the current quantiles at those levels (``central_quantiles``).
 
     The profile keeps 101 quantiles, so between its 99th percentile and its maximum it
     knows nothing of the tail's shape, and a sample's extremes grow with its size: the
     outer levels would make identical heavy-tailed data look drifted at large volumes.
     """
-    levels, values, steps = _central(ref)
-    gap = np.abs(values - statistics.quantiles(current, levels))
+    _, values, steps = _central(ref)
+    gap = np.abs(values - current)
     area = float(np.dot(gap[1:] + gap[:-1], steps))
     return area / max(ref.stddev, 0.001)
+
+
+def central_quantiles(
+    reference: ModelReference, state: State, chosen: list[Column]
+) -> dict[str, FloatArray]:
+    """The current quantiles of each numeric ``chosen`` column that has rows, at its
+    reference's central levels: worked out together for the columns whose levels are
+    the same (all of them, for profiles made by Keel's client)."""
+    groups: dict[bytes, list[tuple[Column, NumericReference]]] = {}
+    for column in chosen:
+        ref = reference.columns.get(column.name)
+        count = state.i8(f"{column.prefix}:count")
+        if isinstance(ref, NumericReference) and count[0] > count[1]:
+            groups.setdefault(_central(ref)[0].tobytes(), []).append((column, ref))
+    found: dict[str, FloatArray] = {}
+    for members in groups.values():
+        grids = np.array([ref.grid() for _, ref in members], dtype=np.float64)
+        values = statistics.histogram_quantiles(
+            grids[:, 0],
+            grids[:, 1],
+            np.stack([state.i8(f"{column.prefix}:grid") for column, _ in members]),
+            np.array([state.f8(f"{column.prefix}:min")[0] for column, _ in members]),
+            np.array([state.f8(f"{column.prefix}:max")[0] for column, _ in members]),
+            _central(members[0][1])[0],
+        )
+        found |= {column.name: row for (column, _), row in zip(members, values, strict=True)}
+    return found
 
 
 def _central(ref: NumericReference) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -16,6 +16,7 @@ from services.monitor.statistics import (
     Cdf,
     adjust_p_values,
     chi_squared,
+    histogram_quantiles,
     jensen_shannon,
     ks,
     psi,
@@ -305,3 +306,47 @@ def test_adjust_p_values_rejects_an_unknown_method_and_bad_values() -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         adjust_p_values([1.5], "none")
     assert adjust_p_values([], "holm").size == 0
+
+
+def awkward_histograms(
+    rng: np.random.Generator,
+) -> list[tuple[float, float, npt.NDArray[np.int64], float, float]]:
+    """Grids of a few cells with empty cells, all mass in one cell, mass only under or
+    over the grid, a minimum and maximum inside the grid, and one value seen once."""
+    made = []
+    for case in range(40):
+        cells = int(rng.integers(1, 9)) + 2
+        lo, hi = sorted(rng.normal(0, 5, 2))
+        counts = rng.integers(0, 4, cells) * (rng.random(cells) < 0.6)
+        if case % 5 == 0:
+            counts = np.zeros(cells, dtype=np.int64)
+            counts[rng.integers(0, cells)] = 7
+        if counts.sum() == 0:
+            counts[-1] = 1
+        low = lo - abs(rng.normal()) if counts[0] else lo + (hi - lo) * rng.random() / cells
+        high = hi + abs(rng.normal()) if counts[-1] else hi - (hi - lo) * rng.random() / cells
+        if case % 7 == 0:
+            low = high = lo + (hi - lo) * 0.5  # a single value
+            counts = np.zeros(cells, dtype=np.int64)
+            counts[1 + (cells - 2) // 2] = 3
+        made.append((lo, hi, counts.astype(np.int64), min(low, high), max(low, high)))
+    return made
+
+
+def test_histogram_quantiles_are_the_histogram_cdfs_quantiles_row_by_row() -> None:
+    rng = np.random.default_rng(5)
+    rows = awkward_histograms(rng)
+    levels = np.concatenate([LEVELS, [0.25 + 1e-17, 1 / 3, 2 / 3]])
+    for width in sorted({len(r[2]) for r in rows}):
+        same = [r for r in rows if len(r[2]) == width]
+        got = histogram_quantiles(
+            np.array([r[0] for r in same]),
+            np.array([r[1] for r in same]),
+            np.stack([r[2] for r in same]),
+            np.array([r[3] for r in same]),
+            np.array([r[4] for r in same]),
+            levels,
+        )
+        for row, (lo, hi, counts, low, high) in zip(got, same, strict=True):
+            want = quantiles(Cdf.from_histogram(lo, hi, counts, low, high), levels)
+            np.testing.assert_allclose(row, want, rtol=1e-12, atol=1e-12)

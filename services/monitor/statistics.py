@@ -218,8 +218,7 @@ def histogram_quantiles(
     cumulative = np.column_stack([np.zeros(rows), np.cumsum(cs, axis=1)])
     p = cumulative / cumulative[:, -1:]
     u = np.asarray(levels, dtype=np.float64)
-    # searchsorted(p[i], u, side="left") for each row: the knots strictly below each level.
-    j = np.clip((p[:, None, :] < u[None, :, None]).sum(axis=2), 1, size)
+    j = np.clip(np.stack([np.searchsorted(row, u, side="left") for row in p]), 1, size)
     p0, p1 = np.take_along_axis(p, j - 1, axis=1), np.take_along_axis(p, j, axis=1)
     x0, x1 = np.take_along_axis(x, j - 1, axis=1), np.take_along_axis(x, j, axis=1)
     rise = np.where(p1 > p0, p1 - p0, 1.0)

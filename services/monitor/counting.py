@@ -7,7 +7,9 @@ the three together were bound by it (ADR 0009). The worker receives the serialis
 (which the transaction stores anyway) and the version's reference, and sends back the
 counts as plain arrays; the service rebuilds them on its own layout. A worker knows each
 reference once: a batch names its reference by a digest of its pickle, and the pickle
-itself travels only until the worker has it.
+itself travels only until the worker has it. Two calls are outstanding at most; batches
+that arrive meanwhile go to the worker together in the next call (up to eight), so that
+each does not pay its own trip through the pool's queue, threads and pipes.
 
 The worker is started with ``spawn`` (never ``fork``: the service runs gRPC's threads),
 so it shares nothing with the service but what is sent, and exits when the service is
@@ -26,7 +28,8 @@ import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.errors import DomainError, Unavailable
@@ -40,6 +43,26 @@ KNOWN_REFERENCES = 64  # references a worker (or the service, for their pickles)
 Shipped = tuple[Any, ...]  # a Counted as plain data (``_ship``)
 
 
+# Calls to the worker at a time, and batches per call: while a call is answered, the
+# worker has the next one; batches that arrive meanwhile go together in the call after,
+# which spares each its own trip through the pool's queues, threads and pipes.
+CALLS_IN_FLIGHT = 2
+BATCHES_PER_CALL = 8
+
+
+@dataclass
+class _Job:
+    payload: bytes  # the batch, serialised
+    reference: ModelReference
+    bucket_s: int
+    spans: int
+    done: asyncio.Future[Counted]
+
+    @property
+    def settings(self) -> tuple[int, int]:
+        return self.bucket_s, self.spans
+
+
 class Counting:
     """Counts batches off the event loop: ``count`` returns a future of the batch's
     ``Counted``. One worker process when ``in_process`` is false, else one thread."""
@@ -49,6 +72,9 @@ class Counting:
         self._pool: Executor | None = None
         self._pickles: dict[int, tuple[ModelReference, str, bytes]] = {}
         self._sent: set[str] = set()  # reference digests the current worker was sent
+        self._waiting: list[_Job] = []  # batches for the next call to the worker
+        self._calls = 0  # calls to the worker not answered yet
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def start(self) -> None:
         """Start the worker now (otherwise the first batch starts it)."""
@@ -73,34 +99,73 @@ class Counting:
             return loop.run_in_executor(
                 self._executor(), count_batch, batch, reference, bucket_s, spans
             )
-        return asyncio.ensure_future(self._in_worker(batch, reference, bucket_s, spans))
+        job = _Job(batch.SerializeToString(), reference, bucket_s, spans, loop.create_future())
+        self._waiting.append(job)
+        if self._calls < CALLS_IN_FLIGHT:
+            self._call()
+        return job.done
 
-    async def _in_worker(
-        self,
-        batch: ingest_pb2.PredictionBatch,
-        reference: ModelReference,
-        bucket_s: int,
-        spans: int,
-    ) -> Counted:
-        payload = batch.SerializeToString()
-        digest, pickled = self._pickled(reference)
-        known = digest in self._sent
-        self._sent.add(digest)
+    def _call(self) -> None:
+        """Send the waiting batches (up to ``BATCHES_PER_CALL``) to the worker in one call."""
+        group = self._waiting[:BATCHES_PER_CALL]
+        del self._waiting[:BATCHES_PER_CALL]
+        self._calls += 1
+        task = asyncio.ensure_future(self._in_worker(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._called)
+
+    def _called(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        self._calls -= 1
+        if self._waiting and self._calls < CALLS_IN_FLIGHT:
+            self._call()
+
+    async def _in_worker(self, group: list[_Job]) -> None:
+        """Count ``group`` in the worker and settle each job's future with its batch's
+        ``Counted`` (or its error; if the worker stopped, ``Unavailable`` for them all)."""
+        try:
+            shipped = await self._shipped(group)
+        except Exception as error:  # noqa: BLE001 - each waiting batch learns why
+            for job in group:
+                if not job.done.done():
+                    job.done.set_exception(error)
+            return
+        for job, one in zip(group, shipped, strict=True):
+            if job.done.done():
+                continue  # its stream ended meanwhile
+            if isinstance(one, BaseException):
+                job.done.set_exception(one)
+            else:
+                job.done.set_result(_unship(one, job.reference, job.payload))
+
+    async def _shipped(self, group: list[_Job]) -> list[Shipped | BaseException]:
+        pickles = [self._pickled(job.reference) for job in group]
+        unknown = {digest for digest, _ in pickles if digest not in self._sent}
         loop = asyncio.get_running_loop()
         for _ in range(2):
-            sent = None if known else pickled
+            self._sent |= unknown
+            calls = [
+                (
+                    job.payload,
+                    digest,
+                    pickled if digest in unknown else None,
+                    job.bucket_s,
+                    job.spans,
+                )
+                for job, (digest, pickled) in zip(group, pickles, strict=True)
+            ]
             pool = self._executor()
             try:
-                shipped = await loop.run_in_executor(
-                    pool, _count_shipped, payload, digest, sent, bucket_s, spans
-                )
+                shipped = await loop.run_in_executor(pool, _count_all, calls)
             except BrokenProcessPool as error:
                 self._discard(pool)
                 stopped = "the monitor's counting process stopped; resend the batch"
                 raise Unavailable(stopped) from error
-            if shipped is not None:
-                return _unship(shipped, reference, payload)
-            known = False  # the worker did not have the reference: send it
+            if all(one is not None for one in shipped):
+                return cast(list[Shipped | BaseException], shipped)
+            # The worker did not have these references (a new worker): send them.
+            lost = zip(pickles, shipped, strict=True)
+            unknown = {digest for (digest, _), one in lost if one is None}
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _executor(self) -> Executor:
@@ -154,6 +219,18 @@ def _watch_parent(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="watch-service", daemon=True).start()
+
+
+def _count_all(calls: list[tuple[Any, ...]]) -> list[Shipped | BaseException | None]:
+    """``_count_shipped`` for each batch of a call; a batch whose counting failed
+    unexpectedly gets its exception, so that it alone fails."""
+    shipped: list[Shipped | BaseException | None] = []
+    for call in calls:
+        try:
+            shipped.append(_count_shipped(*call))
+        except Exception as error:  # noqa: BLE001 - sent back to the batch's caller
+            shipped.append(error)
+    return shipped
 
 
 def _count_shipped(

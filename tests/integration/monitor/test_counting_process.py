@@ -5,6 +5,7 @@ resends them) while the next batch starts another."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -157,3 +158,22 @@ async def test_a_worker_that_lost_a_reference_gets_it_again(
     worker._sent.add(digest)  # noqa: SLF001 - as if it had been sent, and lost
     batch = prediction_batch(8)
     assert_same(await worker.count(batch, ref, 300, 0), await thread.count(batch, ref, 300, 0))
+
+
+async def test_batches_sent_at_once_travel_together_and_each_gets_its_own_answer(
+    worker: Counting, thread: Counting
+) -> None:
+    ref = reference()
+    batches = [prediction_batch(seed) for seed in range(10, 30)]
+    bad = prediction_batch(30)
+    bad.features[1].raw.data = bad.features[1].raw.data[:-8]
+    batches.insert(7, bad)
+    futures = [worker.count(batch, ref, 300, 0) for batch in batches]
+    assert worker._calls == 2 and len(worker._waiting) == len(batches) - 2  # noqa: SLF001
+    answers = await asyncio.gather(*futures)
+    for batch, got in zip(batches, answers, strict=True):
+        if batch is bad:
+            assert isinstance(got.error, InvalidArgument) and "income" in got.error.message
+        else:
+            assert_same(got, await thread.count(batch, ref, 300, 0))
+    assert worker._calls == 0 and not worker._waiting  # noqa: SLF001

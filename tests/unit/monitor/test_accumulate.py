@@ -18,8 +18,9 @@ from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
 from services.monitor.counted import count_batch
 from services.monitor.numeric_block import COMPARE_EDGES, bin_indices
-from services.monitor.reference import BINARY, FeatureSpec, ModelReference, NumericReference
+from services.monitor.reference import FeatureSpec, ModelReference, NumericReference
 from tests.support.monitor_batches import column_raw, column_strings
+from tests.support.monitor_references import binary_reference
 
 Floats = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -47,16 +48,7 @@ def reference() -> ModelReference:
         FeatureSpec("b", "numeric"),
         FeatureSpec("c", "numeric", range_min=0.0),
     )
-    return ModelReference(
-        model="m",
-        version=1,
-        task=BINARY,
-        features=features,
-        class_labels=("0", "1"),
-        columns={k: v for k, v in columns.items() if v is not None},
-        row_count=5000,
-        digest="d",
-    )
+    return binary_reference(features, columns, 5000)
 
 
 def current(seed: int, n: int) -> dict[str, tuple[Floats, Mask]]:
@@ -132,16 +124,7 @@ def test_a_batch_counts_its_unseen_categories_once() -> None:
 
     city = column_reference(categorical_profile("city", ["paris"] * 60 + ["lyon"] * 40))
     assert city is not None
-    ref = ModelReference(
-        model="m",
-        version=1,
-        task=BINARY,
-        features=(FeatureSpec("city", "categorical"),),
-        class_labels=("0", "1"),
-        columns={"city": city},
-        row_count=100,
-        digest="d",
-    )
+    ref = binary_reference((FeatureSpec("city", "categorical"),), {"city": city}, 100)
     values = ["paris", "oslo", "lyon", "oslo", "rome", "paris"]
     batch = ingest_pb2.PredictionBatch(
         row_count=6,

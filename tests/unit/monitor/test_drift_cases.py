@@ -15,8 +15,9 @@ from services.monitor.accumulate import Rows, count_predictions
 from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
 from services.monitor.drift import drift_report
-from services.monitor.reference import BINARY, FeatureSpec, ModelReference
+from services.monitor.reference import FeatureSpec, ModelReference
 from services.monitor.scope import VersionRows
+from tests.support.monitor_references import binary_reference
 
 REFERENCE_ROWS = 100_000
 CITIES = ("paris", "lyon", "nice", "lille")
@@ -50,16 +51,7 @@ def reference_for(seed: int) -> ModelReference:
     features = tuple(FeatureSpec(name, "numeric") for name in numeric) + (
         FeatureSpec("city", "categorical", categories=CITIES),
     )
-    return ModelReference(
-        model="m",
-        version=1,
-        task=BINARY,
-        features=features,
-        class_labels=("0", "1"),
-        columns={k: v for k, v in columns.items() if v is not None},
-        row_count=REFERENCE_ROWS,
-        digest="d",
-    )
+    return binary_reference(features, columns, REFERENCE_ROWS)
 
 
 def verdicts(

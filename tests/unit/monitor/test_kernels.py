@@ -23,7 +23,6 @@ from services.monitor.batches import prediction_ids_json
 from services.monitor.convert import column_reference
 from services.monitor.numeric_block import CELLS, count_block
 from services.monitor.reference import (
-    BINARY,
     GRID_CELLS,
     CategoricalReference,
     FeatureSpec,
@@ -31,6 +30,7 @@ from services.monitor.reference import (
     NumericReference,
 )
 from tests.support.monitor_batches import column_length_prefixed, column_strings, length_prefixed
+from tests.support.monitor_references import binary_reference
 
 Floats = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -64,16 +64,7 @@ def model_reference(edges: int) -> ModelReference:
         FeatureSpec("b", "numeric"),
         FeatureSpec("c", "numeric", range_min=0.0),
     )
-    return ModelReference(
-        model="m",
-        version=1,
-        task=BINARY,
-        features=features,
-        class_labels=("0", "1"),
-        columns=columns,
-        row_count=5000,
-        digest="d",
-    )
+    return binary_reference(features, columns, 5000)
 
 
 def awkward(column: NumericReference, rng: np.random.Generator) -> Floats:

@@ -1,10 +1,12 @@
 /* The monitor's two per-row loops, in C: counting a batch's numeric features on their
  * reference grids and bins, and writing a batch's prediction ids as one JSON array.
  *
- * Each replaces a chain of numpy passes (a dozen over the whole [features, rows] block,
- * each a fresh temporary) by one pass over each column, with the interpreter lock
- * released. What they compute is defined by the numpy reference in
- * tests/support/numeric_reference.py, and the tests hold them to it (ADR 0013).
+ * The first replaces a dozen numpy passes over the whole [features, rows] block (each a
+ * fresh temporary) by one pass over each column, with the interpreter lock released; the
+ * second replaces decoding every id to a Python string, a set and json.dumps by one copy
+ * of the ids' bytes. What they compute is defined by the numpy paths they stand in for
+ * (accumulate.count_numeric, one column at a time; batches.prediction_ids_json's general
+ * path), and tests/unit/monitor/test_kernels.py holds them to those (ADR 0013).
  *
  * Compiled with -ffp-contract=off: (x - lo) * scale must round as numpy rounds it, or
  * a value on a cell's edge could land in the next cell.

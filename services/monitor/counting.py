@@ -75,14 +75,22 @@ class Counting:
         self._waiting: list[_Job] = []  # batches for the next call to the worker
         self._calls = 0  # calls to the worker not answered yet
         self._tasks: set[asyncio.Future[None]] = set()
+        self._closed = False
 
     def start(self) -> None:
         """Start the worker now (otherwise the first batch starts it)."""
+        self._closed = False
         pool = self._executor()
         if not self.in_process:
             pool.submit(_ready).result()
 
     def close(self) -> None:
+        # Batches not sent yet are dropped (their callers are refused by then), so that a
+        # call that ends or starts after this does not send them, and start another worker.
+        self._closed = True
+        for job in self._waiting:
+            job.done.cancel()
+        self._waiting.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=not self.in_process, cancel_futures=True)
             self._pool = None
@@ -123,8 +131,16 @@ class Counting:
     async def _in_worker(self, group: list[_Job]) -> None:
         """Count ``group`` in the worker and settle each job's future with its batch's
         ``Counted`` (or its error; if the worker stopped, ``Unavailable`` for them all)."""
+        if self._closed:  # closed before this call began: its batches are dropped too
+            for job in group:
+                job.done.cancel()
+            return
         try:
             shipped = await self._shipped(group)
+        except asyncio.CancelledError:  # the pool was shut down with the call in it
+            for job in group:
+                job.done.cancel()
+            raise
         except Exception as error:  # noqa: BLE001 - each waiting batch learns why
             for job in group:
                 if not job.done.done():
@@ -170,6 +186,8 @@ class Counting:
 
     def _executor(self) -> Executor:
         if self._pool is None:
+            if self._closed and not self.in_process:
+                raise Unavailable("the monitor is stopping; resend the batch")
             if self.in_process:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="monitor-count")
             else:

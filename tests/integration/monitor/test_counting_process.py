@@ -177,3 +177,18 @@ async def test_batches_sent_at_once_travel_together_and_each_gets_its_own_answer
         else:
             assert_same(got, await thread.count(batch, ref, 300, 0))
     assert worker._calls == 0 and not worker._waiting  # noqa: SLF001
+
+
+async def test_closing_drops_the_batches_not_sent_and_starts_no_other_worker(
+    worker: Counting,
+) -> None:
+    ref = reference()
+    worker.start()
+    futures = [worker.count(prediction_batch(seed), ref, 300, 0) for seed in range(40, 52)]
+    assert worker._calls == 2 and len(worker._waiting) == 10  # noqa: SLF001
+    worker.close()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, Counted | asyncio.CancelledError) for r in results)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) >= 10
+    await asyncio.sleep(0.1)  # the calls that were out have ended
+    assert worker._pool is None and worker._calls == 0  # noqa: SLF001

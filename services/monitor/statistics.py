@@ -140,14 +140,16 @@ class Cdf:
             raise ValueError("counts: expected G + 2 >= 3 finite counts, none negative")
         if not (lo < hi and observed_min <= observed_max) or cs.sum() <= 0:
             raise ValueError("expected lo < hi, observed_min <= observed_max and some counts")
-        grid = np.linspace(lo, hi, cs.size - 1)
-        edges = np.concatenate([[observed_min], grid, [observed_max]])
-        edges = np.clip(edges, observed_min, observed_max)
-        cumulative = np.concatenate([[0.0], np.cumsum(cs)])
-        shares = cumulative / cumulative[-1]
+        edges, shares = _histogram_knots(
+            np.array([lo]),
+            np.array([hi]),
+            cs[None, :],
+            np.array([observed_min]),
+            np.array([observed_max]),
+        )
         # Valid by construction from the checked inputs: edges nondecreasing and finite,
         # shares from 0 to 1 (a report builds one per numeric column, so checks count).
-        xs, ps = _without_inner_repeats(edges, shares)
+        xs, ps = _without_inner_repeats(edges[0], shares[0])
         cdf = object.__new__(cls)
         for name, value in (("x", xs), ("p", ps), ("binned", True)):
             object.__setattr__(cdf, name, value)
@@ -187,12 +189,35 @@ def quantiles(cdf: Cdf, levels: ArrayLike) -> FloatArray:
     u = np.asarray(levels, dtype=np.float64)
     if np.any((u < 0) | (u > 1)) or not np.all(np.isfinite(u)):
         raise ValueError("levels must lie in [0, 1]")
-    x, p = cdf.x, cdf.p
-    j = np.clip(np.searchsorted(p, u, side="left"), 1, x.size - 1)
-    p0, p1 = p[j - 1], p[j]
+    row: FloatArray = _inverse(cdf.x[None, :], cdf.p[None, :], u)[0]
+    return row
+
+
+def _inverse(x: FloatArray, p: FloatArray, u: FloatArray) -> FloatArray:
+    """``quantiles`` of the CDF whose knots are row ``i`` of ``x`` and ``p``, each row."""
+    j = np.clip(np.stack([np.searchsorted(row, u, side="left") for row in p]), 1, x.shape[1] - 1)
+    p0, p1 = np.take_along_axis(p, j - 1, axis=1), np.take_along_axis(p, j, axis=1)
+    x0, x1 = np.take_along_axis(x, j - 1, axis=1), np.take_along_axis(x, j, axis=1)
     rise = np.where(p1 > p0, p1 - p0, 1.0)
-    inside = x[j - 1] + (x[j] - x[j - 1]) * np.clip((u - p0) / rise, 0.0, 1.0)
-    return np.where(u <= p[0], x[0], inside)
+    inside = x0 + (x1 - x0) * np.clip((u - p0) / rise, 0.0, 1.0)
+    result: FloatArray = np.where(u <= p[:, :1], x[:, :1], inside)
+    return result
+
+
+def _histogram_knots(
+    lo: FloatArray,
+    hi: FloatArray,
+    counts: npt.NDArray[np.generic],
+    lows: FloatArray,
+    highs: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Knots (x, p) of row ``i``'s grid histogram (see ``Cdf.from_histogram``), each row,
+    runs of equal x kept whole."""
+    cs = counts.astype(np.float64)
+    grid = np.linspace(lo, hi, cs.shape[1] - 1, axis=1)
+    x = np.clip(np.column_stack([lows, grid, highs]), lows[:, None], highs[:, None])
+    cumulative = np.column_stack([np.zeros(len(cs)), np.cumsum(cs, axis=1)])
+    return x, cumulative / cumulative[:, -1:]
 
 
 def histogram_quantiles(
@@ -211,20 +236,8 @@ def histogram_quantiles(
     inner repeats that ``from_histogram`` drops do not change a quantile: within a run
     of equal knots, any segment interpolates to that same value.
     """
-    cs = counts.astype(np.float64)
-    rows, size = cs.shape
-    grid = np.linspace(lo, hi, size - 1, axis=1)
-    x = np.clip(np.column_stack([lows, grid, highs]), lows[:, None], highs[:, None])
-    cumulative = np.column_stack([np.zeros(rows), np.cumsum(cs, axis=1)])
-    p = cumulative / cumulative[:, -1:]
     u = np.asarray(levels, dtype=np.float64)
-    j = np.clip(np.stack([np.searchsorted(row, u, side="left") for row in p]), 1, size)
-    p0, p1 = np.take_along_axis(p, j - 1, axis=1), np.take_along_axis(p, j, axis=1)
-    x0, x1 = np.take_along_axis(x, j - 1, axis=1), np.take_along_axis(x, j, axis=1)
-    rise = np.where(p1 > p0, p1 - p0, 1.0)
-    inside = x0 + (x1 - x0) * np.clip((u - p0) / rise, 0.0, 1.0)
-    result: FloatArray = np.where(u <= p[:, :1], x[:, :1], inside)
-    return result
+    return _inverse(*_histogram_knots(lo, hi, counts, lows, highs), u)
 
 
 def quantile(cdf: Cdf, level: float) -> float:

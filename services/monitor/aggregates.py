@@ -90,7 +90,7 @@ class State:
         npt.NDArray[np.float64],
     ]
     unseen: dict[str, dict[str, int]] = field(default_factory=dict)
-    _views: dict[str, npt.NDArray[np.generic]] | None = None  # those asked for by name
+    _views: dict[str, npt.NDArray[np.generic]] = field(default_factory=dict)  # asked for
     _every: dict[str, npt.NDArray[np.generic]] | None = None  # all, in the layout's order
 
     @staticmethod
@@ -119,19 +119,13 @@ class State:
     def f8(self, name: str) -> FloatArray:
         return self._view(name)  # type: ignore[return-value]
 
-    def _known(self) -> dict[str, npt.NDArray[np.generic]]:
-        if self._views is None:
-            self._views = {}
-        return self._views
-
     def _view(self, name: str) -> npt.NDArray[np.generic]:
         """One named array's view, made when first asked for: a batch's state is read by
         name a few times, and making all of a layout's views cost more than counting."""
-        views = self._known()
-        found = views.get(name)
+        found = self._views.get(name)
         if found is None:
             group, begin, end, shape = slots(self.layout).where[name]
-            found = views[name] = self.buffers[group][begin:end].reshape(shape)
+            found = self._views[name] = self.buffers[group][begin:end].reshape(shape)
         return found
 
     def merge(self, other: State) -> None:

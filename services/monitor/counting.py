@@ -58,10 +58,6 @@ class _Job:
     spans: int
     done: asyncio.Future[Counted]
 
-    @property
-    def settings(self) -> tuple[int, int]:
-        return self.bucket_s, self.spans
-
 
 class Counting:
     """Counts batches off the event loop: ``count`` returns a future of the batch's

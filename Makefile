@@ -21,7 +21,7 @@ help:
 	@echo "make bench   print benchmark figures and ratios"
 	@echo "make soak    the CI load test for 30 minutes; make fuzz-slow: 10,000 fuzz examples per service"
 
-$(VENV)/.installed: pyproject.toml setup.py services/monitor/_kernels.c clients/python/pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py services/monitor/_kernels.c services/inference/_trees.c clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e 'clients/python[ml]' -e '.[dev]'

@@ -51,6 +51,7 @@ from services.inference.explain import (
     unexplainable,
 )
 from services.inference.records import Features, ModelSignature, Outputs
+from services.inference.trees import Compiled, verified
 
 __all__ = ["Explanation", "LoadedModel", "load_model"]
 
@@ -220,7 +221,9 @@ class DensePredictor:
 
 
 class XGBoostModel(LoadedModel):
-    """A ``Booster`` predicting through ``DensePredictor`` (no DMatrix per call)."""
+    """A ``Booster`` predicting through its trees compiled for Keel's own walk when they
+    answer exactly what XGBoost does (``services.inference.trees``), else through
+    ``DensePredictor`` (no DMatrix per call)."""
 
     def __init__(
         self,
@@ -235,7 +238,9 @@ class XGBoostModel(LoadedModel):
         self.nthread = nthread
         self.objective = str(json.loads(booster.save_config())["learner"]["objective"]["name"])
         # multi:softmax answers labels: its probabilities come from the margins
-        self._predict = DensePredictor(booster, margin=self.objective == "multi:softmax")
+        margin = self.objective == "multi:softmax"
+        self.compiled: Compiled | None = verified(booster, margin=margin)
+        self._predict = self.compiled or DensePredictor(booster, margin=margin)
 
     def predict(self, features: Features) -> Outputs:
         x = np.ascontiguousarray(features.numeric, dtype=np.float32)

@@ -1,0 +1,253 @@
+/* The trees of an XGBoost gbtree model, walked in C (ADR 0014).
+ *
+ * services/inference/trees.py lays a Booster's trees out for this file and checks, when a
+ * model loads, that the answers are XGBoost's own to the bit; these loops only walk.
+ *
+ * Layout: one array of nodes for the whole forest, each tree's nodes in XGBoost's order
+ * (its right child is always its left child + 1, as XGBoost itself assumes). A leaf
+ * points back at itself (left = itself - 1, condition -inf, missing goes right), so that
+ * every row takes exactly the tree's depth in steps and the loop over a block of rows has
+ * no branch that depends on the data.
+ *
+ * A row's margin starts at the model's base margin and adds one leaf per tree, in float,
+ * in the trees' order: XGBoost's CPU predictor sums the same way, and float addition is
+ * not associative. The transforms are XGBoost's: a float sigmoid, and a softmax that
+ * subtracts the row's largest margin and sums in double.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    float cond;       /* go left when value < cond; a leaf's is -inf */
+    int32_t feature;  /* the column it reads; a leaf reads column 0 */
+    int32_t left;     /* the right child is left + 1 */
+    int32_t missing_right;  /* where NaN goes: 1 right, 0 left */
+} Node;
+
+enum { IDENTITY = 0, SIGMOID = 1, SOFTMAX = 2 };
+#define BLOCK 16           /* rows walked through a tree together */
+#define RELEASE_ROWS 32    /* from this many rows, the walk runs without the GIL */
+
+typedef struct {
+    PyObject_HEAD
+    Node *nodes;
+    float *leaves;      /* per node: a leaf's value (0 for a split) */
+    int32_t *roots;     /* per tree */
+    int32_t *depths;    /* per tree: steps from the root to its deepest leaf */
+    int32_t *groups;    /* per tree: the output it adds to */
+    float *base;        /* per output: the margin before any tree */
+    Py_ssize_t node_count, tree_count;
+    int width, outputs, transform;
+} Forest;
+
+static int copy_buffer(PyObject *source, Py_ssize_t item, Py_ssize_t count, void **into,
+                       const char *name) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(source, &view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view.len != item * count) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd bytes, got %zd", name, item * count,
+                     view.len);
+        PyBuffer_Release(&view);
+        return -1;
+    }
+    *into = PyMem_Malloc(view.len ? (size_t)view.len : 1);
+    if (*into == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(*into, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+static void forest_dealloc(Forest *self) {
+    PyMem_Free(self->nodes);
+    PyMem_Free(self->leaves);
+    PyMem_Free(self->roots);
+    PyMem_Free(self->depths);
+    PyMem_Free(self->groups);
+    PyMem_Free(self->base);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Every index a walk can follow stays inside the forest: checked once, here. */
+static int check_forest(Forest *f) {
+    for (Py_ssize_t i = 0; i < f->node_count; i++) {
+        Node n = f->nodes[i];
+        if (n.feature < 0 || n.feature >= f->width) {
+            PyErr_Format(PyExc_ValueError, "node %zd reads column %d of %d", i, n.feature,
+                         f->width);
+            return -1;
+        }
+        if (n.left < -1 || (Py_ssize_t)n.left + 1 >= f->node_count ||
+            (n.missing_right != 0 && n.missing_right != 1)) {
+            PyErr_Format(PyExc_ValueError, "node %zd has children outside the forest", i);
+            return -1;
+        }
+        if (n.left == -1 && !(n.cond == -INFINITY && n.missing_right == 1)) {
+            PyErr_Format(PyExc_ValueError, "node %zd points before the forest", i);
+            return -1;
+        }
+    }
+    for (Py_ssize_t t = 0; t < f->tree_count; t++) {
+        if (f->roots[t] < 0 || f->roots[t] >= f->node_count || f->depths[t] < 0 ||
+            f->groups[t] < 0 || f->groups[t] >= f->outputs) {
+            PyErr_Format(PyExc_ValueError, "tree %zd: root, depth or output out of range", t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int forest_init(Forest *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"nodes", "leaves", "roots", "depths", "groups", "base", "width",
+                            "transform", NULL};
+    PyObject *nodes, *leaves, *roots, *depths, *groups, *base;
+    int width, transform;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOii", names, &nodes, &leaves, &roots,
+                                     &depths, &groups, &base, &width, &transform))
+        return -1;
+    if (self->nodes != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Forest is made once");
+        return -1;
+    }
+    Py_ssize_t node_count = PyObject_Length(leaves) ;
+    Py_ssize_t tree_count = PyObject_Length(roots);
+    Py_ssize_t outputs = PyObject_Length(base);
+    if (node_count < 0 || tree_count < 0 || outputs < 0) return -1;
+    /* lengths of the byte views: a float32/int32 array's len() is its element count */
+    if (width < 1 || outputs < 1 || transform < IDENTITY || transform > SOFTMAX ||
+        node_count < 1 || tree_count < 1 || node_count > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a forest needs nodes, trees, outputs and columns");
+        return -1;
+    }
+    self->node_count = node_count;
+    self->tree_count = tree_count;
+    self->width = width;
+    self->outputs = (int)outputs;
+    self->transform = transform;
+    if (copy_buffer(nodes, sizeof(Node), node_count, (void **)&self->nodes, "nodes") < 0 ||
+        copy_buffer(leaves, sizeof(float), node_count, (void **)&self->leaves, "leaves") < 0 ||
+        copy_buffer(roots, sizeof(int32_t), tree_count, (void **)&self->roots, "roots") < 0 ||
+        copy_buffer(depths, sizeof(int32_t), tree_count, (void **)&self->depths, "depths") < 0 ||
+        copy_buffer(groups, sizeof(int32_t), tree_count, (void **)&self->groups, "groups") < 0 ||
+        copy_buffer(base, sizeof(float), outputs, (void **)&self->base, "base") < 0)
+        return -1;
+    return check_forest(self);
+}
+
+static void walk(const Forest *f, const float *x, Py_ssize_t n, float *out) {
+    const int width = f->width, outputs = f->outputs;
+    for (Py_ssize_t r = 0; r < n; r++)
+        for (int g = 0; g < outputs; g++) out[r * outputs + g] = f->base[g];
+    for (Py_ssize_t first = 0; first < n; first += BLOCK) {
+        const int rows = (int)(n - first < BLOCK ? n - first : BLOCK);
+        const float *block = x + first * width;
+        for (Py_ssize_t t = 0; t < f->tree_count; t++) {
+            int32_t at[BLOCK];
+            for (int k = 0; k < rows; k++) at[k] = f->roots[t];
+            for (int step = 0; step < f->depths[t]; step++) {
+                for (int k = 0; k < rows; k++) {
+                    const Node *node = &f->nodes[at[k]];
+                    const float value = block[k * width + node->feature];
+                    const int right = isnan(value) ? node->missing_right : !(value < node->cond);
+                    at[k] = node->left + right;
+                }
+            }
+            float *sums = out + first * outputs + f->groups[t];
+            for (int k = 0; k < rows; k++) sums[k * outputs] += f->leaves[at[k]];
+        }
+    }
+    if (f->transform == SIGMOID) {
+        for (Py_ssize_t i = 0; i < n * outputs; i++) out[i] = 1.0f / (1.0f + expf(-out[i]));
+    } else if (f->transform == SOFTMAX) {
+        for (Py_ssize_t r = 0; r < n; r++) {
+            float *row = out + r * outputs;
+            float top = row[0];
+            for (int g = 1; g < outputs; g++) top = fmaxf(row[g], top);
+            double sum = 0.0;
+            for (int g = 0; g < outputs; g++) {
+                row[g] = expf(row[g] - top);
+                sum += row[g];
+            }
+            for (int g = 0; g < outputs; g++) row[g] /= (float)sum;
+        }
+    }
+}
+
+static PyObject *forest_predict(Forest *self, PyObject *args) {
+    Py_buffer x, out;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*nw*", &x, &n, &out)) return NULL;
+    PyObject *result = NULL;
+    if (n < 0 || x.len != n * self->width * (Py_ssize_t)sizeof(float) ||
+        out.len != n * self->outputs * (Py_ssize_t)sizeof(float)) {
+        PyErr_Format(PyExc_ValueError,
+                     "expected %zd rows of %d float32 features and room for %d outputs each",
+                     n, self->width, self->outputs);
+        goto done;
+    }
+    if (n >= RELEASE_ROWS) {
+        Py_BEGIN_ALLOW_THREADS
+        walk(self, (const float *)x.buf, n, (float *)out.buf);
+        Py_END_ALLOW_THREADS
+    } else {
+        walk(self, (const float *)x.buf, n, (float *)out.buf);
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* XGBoost's margin for a base score stored as a probability: its logit, in float, with
+ * the C library's logf (numpy's float32 log can differ from it in the last bit). */
+static PyObject *logit(PyObject *module, PyObject *arg) {
+    const double p = PyFloat_AsDouble(arg);
+    if (p == -1.0 && PyErr_Occurred()) return NULL;
+    const float q = (float)p;
+    return PyFloat_FromDouble((double)-logf(1.0f / q - 1.0f));
+}
+
+static PyMethodDef module_methods[] = {
+    {"logit", logit, METH_O, "logit(p): -logf(1/p - 1) in float, as XGBoost's base margin"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef forest_methods[] = {
+    {"predict", (PyCFunction)forest_predict, METH_VARARGS,
+     "predict(x, n, out): the n rows of x (float32, C order) into out (float32, n x outputs)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ForestType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "services.inference._trees.Forest",
+    .tp_basicsize = sizeof(Forest),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An XGBoost forest laid out by services.inference.trees",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)forest_init,
+    .tp_dealloc = (destructor)forest_dealloc,
+    .tp_methods = forest_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_trees", "XGBoost trees walked in C (ADR 0014).", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__trees(void) {
+    if (PyType_Ready(&ForestType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Forest", (PyObject *)&ForestType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

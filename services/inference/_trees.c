@@ -41,6 +41,7 @@ typedef struct {
     float *base;        /* per output: the margin before any tree */
     Py_ssize_t node_count, tree_count;
     int width, outputs, transform;
+    int ready;          /* set once every array is in place and checked */
 } Forest;
 
 static int copy_buffer(PyObject *source, Py_ssize_t item, Py_ssize_t count, void **into,
@@ -111,11 +112,11 @@ static int forest_init(Forest *self, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOii", names, &nodes, &leaves, &roots,
                                      &depths, &groups, &base, &width, &transform))
         return -1;
-    if (self->nodes != NULL) {
+    if (self->ready || self->nodes != NULL) {
         PyErr_SetString(PyExc_TypeError, "a Forest is made once");
         return -1;
     }
-    Py_ssize_t node_count = PyObject_Length(leaves) ;
+    Py_ssize_t node_count = PyObject_Length(leaves);
     Py_ssize_t tree_count = PyObject_Length(roots);
     Py_ssize_t outputs = PyObject_Length(base);
     if (node_count < 0 || tree_count < 0 || outputs < 0) return -1;
@@ -137,7 +138,9 @@ static int forest_init(Forest *self, PyObject *args, PyObject *kwargs) {
         copy_buffer(groups, sizeof(int32_t), tree_count, (void **)&self->groups, "groups") < 0 ||
         copy_buffer(base, sizeof(float), outputs, (void **)&self->base, "base") < 0)
         return -1;
-    return check_forest(self);
+    if (check_forest(self) < 0) return -1;
+    self->ready = 1;
+    return 0;
 }
 
 static void walk(const Forest *f, const float *x, Py_ssize_t n, float *out) {
@@ -182,6 +185,10 @@ static void walk(const Forest *f, const float *x, Py_ssize_t n, float *out) {
 static PyObject *forest_predict(Forest *self, PyObject *args) {
     Py_buffer x, out;
     Py_ssize_t n;
+    if (!self->ready) {
+        PyErr_SetString(PyExc_ValueError, "the forest was not made");
+        return NULL;
+    }
     if (!PyArg_ParseTuple(args, "y*nw*", &x, &n, &out)) return NULL;
     PyObject *result = NULL;
     if (n < 0 || x.len != n * self->width * (Py_ssize_t)sizeof(float) ||

@@ -181,6 +181,9 @@ def test_a_forest_is_right_from_many_threads_at_once(x: Array) -> None:
 
 def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
     def forest(**changes: Any) -> Forest:
+        return Forest(*forest_parts(**changes).values())
+
+    def forest_parts(**changes: Any) -> dict[str, Any]:
         node = np.zeros(3, dtype=trees.NODE)
         node[0] = (0.5, 0, 1, 1)  # a split on column 0, children 1 and 2
         node[1] = (-np.inf, 0, 0, 1)  # leaves point at themselves
@@ -196,7 +199,7 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
             "transform": trees.IDENTITY,
         }
         parts.update(changes)
-        return Forest(*parts.values())
+        return parts
 
     good = forest()
     out = np.empty(3, dtype=np.float32)
@@ -218,3 +221,10 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
         good.predict(np.zeros((2, 3), dtype=np.float32), 2, np.empty(2, dtype=np.float32))
     with pytest.raises(ValueError, match="room for 1 outputs"):
         good.predict(np.zeros((2, 2), dtype=np.float32), 2, np.empty(1, dtype=np.float32))
+    with pytest.raises(TypeError, match="made once"):
+        good.__init__(*forest_parts().values())  # type: ignore[misc]
+    half = Forest.__new__(Forest)
+    with pytest.raises(ValueError, match="expected 4 bytes"):  # fails after copying nodes
+        half.__init__(*forest_parts(groups=np.zeros(1, dtype=np.int16)).values())  # type: ignore[misc]
+    with pytest.raises(ValueError, match="the forest was not made"):
+        half.predict(np.zeros((1, 2), dtype=np.float32), 1, np.empty(1, dtype=np.float32))

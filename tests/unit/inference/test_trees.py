@@ -39,6 +39,8 @@ def target(x: Array, kind: str) -> Array:
         made = np.digitize(a + 0.5 * b, [-0.6, 0.4])
     else:
         made = 3 * a - b + 0.1 * np.nan_to_num(x[:, 3]) ** 2
+    if kind == "positive":
+        made = np.abs(made)
     return made
 
 
@@ -62,6 +64,8 @@ CASES = [
     ("reg:squarederror", "real", {}),
     ("reg:absoluteerror", "real", {}),
     ("reg:pseudohubererror", "real", {}),
+    ("reg:squaredlogerror", "positive", {}),
+    ("binary:logitraw", "binary", {}),
     ("binary:logistic", "binary", {"grow_policy": "lossguide", "max_depth": 0, "max_leaves": 40}),
     ("binary:logistic", "binary", {"base_score": 0.3}),
 ]

@@ -220,6 +220,11 @@ class DensePredictor:
         return answer
 
 
+# With XGBoost threads per call (nthread > 1), batches of at least this many rows predict
+# through XGBoost rather than the one-thread compiled walk.
+THREADED_ROWS = 512
+
+
 class XGBoostModel(LoadedModel):
     """A ``Booster`` predicting through its trees compiled for Keel's own walk when they
     answer exactly what XGBoost does (``services.inference.trees``), else through
@@ -240,7 +245,14 @@ class XGBoostModel(LoadedModel):
         # multi:softmax answers labels: its probabilities come from the margins
         margin = self.objective == "multi:softmax"
         self.compiled: Compiled | None = verified(booster, margin=margin)
-        self._predict = self.compiled or DensePredictor(booster, margin=margin)
+        self._dense = DensePredictor(booster, margin=margin)
+
+    def _predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        # The walk is one thread: XGBoost's own threads (KEEL_INFERENCE_MODEL_THREADS > 1)
+        # predict large batches faster.
+        if self.compiled is None or (self.nthread > 1 and len(x) >= THREADED_ROWS):
+            return self._dense(x)
+        return self.compiled(x)
 
     def predict(self, features: Features) -> Outputs:
         x = np.ascontiguousarray(features.numeric, dtype=np.float32)

@@ -40,7 +40,12 @@ class InferenceSettings(ServerSettings):
         ge=1,
         description="Threads running model calls; as many batches of one version predict at once.",
     )
-    model_threads: int = Field(default=1, ge=1, description="XGBoost threads per model call.")
+    model_threads: int = Field(
+        default=1,
+        ge=1,
+        description="XGBoost threads per model call; above 1, batches of 512 rows or more "
+        "predict through XGBoost instead of Keel's one-thread walk of the trees (ADR 0014).",
+    )
     inline_predict_budget_s: float = Field(
         default=0.001,
         ge=0,

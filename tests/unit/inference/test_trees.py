@@ -17,7 +17,7 @@ import xgboost
 from services.inference import trees
 from services.inference._trees import Forest
 from services.inference.records import Features, FeatureSpec, ModelSignature
-from services.inference.runtime import XGBoostModel, load_model
+from services.inference.runtime import THREADED_ROWS, XGBoostModel, load_model
 
 Array = np.ndarray[Any, Any]
 WIDTH = 6
@@ -232,3 +232,27 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
         half.__init__(*forest_parts(groups=np.zeros(1, dtype=np.int16)).values())  # type: ignore[misc]
     with pytest.raises(ValueError, match="the forest was not made"):
         half.predict(np.zeros((1, 2), dtype=np.float32), 1, np.empty(1, dtype=np.float32))
+
+
+def test_with_xgboost_threads_large_batches_go_to_xgboost(x: Array) -> None:
+    booster = train(x, target(x, "binary"), {"objective": "binary:logistic"})
+    data = bytes(booster.save_raw("ubj"))
+    digest = hashlib.sha256(data).hexdigest()
+    sig = signature("BINARY_CLASSIFICATION")
+    calls: list[int] = []
+    for threads in (1, 2):
+        model = load_model(data, sig, sha256=digest, nthread=threads)
+        assert isinstance(model, XGBoostModel) and model.compiled is not None
+        dense = model._dense
+
+        def counted(rows: Array, dense: Any = dense) -> Any:
+            calls.append(len(rows))
+            return dense(rows)
+
+        model._dense = counted  # type: ignore[assignment]
+        for n in (10, THREADED_ROWS - 1, THREADED_ROWS, 2000):
+            rows = np.ascontiguousarray(np.resize(x, (n, WIDTH)))
+            out = model.predict(Features(numeric=rows)).tensors["probabilities"][:, 1]
+            np.testing.assert_array_equal(out, booster.inplace_predict(rows))
+    # one thread: the walk answers every batch; two: XGBoost's threads take the large ones
+    assert calls == [THREADED_ROWS, 2000]

@@ -9,10 +9,14 @@
  * every row takes exactly the tree's depth in steps and the loop over a block of rows has
  * no branch that depends on the data.
  *
+ * A categorical split sends a row right when its value, cast to an integer category as
+ * XGBoost casts it, is one of the node's categories; a negative category, one of 2^24 or
+ * more, or one past the node's set goes left (XGBoost's Decision). A forest with such
+ * splits walks through the general loop; one without, through the loop with no branch.
+ *
  * A row's margin starts at the model's base margin and adds one leaf per tree, in float,
  * in the trees' order: XGBoost's CPU predictor sums the same way, and float addition is
- * not associative. The transforms are XGBoost's: a float sigmoid, and a softmax that
- * subtracts the row's largest margin and sums in double.
+ * not associative. The transforms are XGBoost's (transform_margins).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -39,6 +43,10 @@ typedef struct {
     int32_t *depths;    /* per tree: steps from the root to its deepest leaf */
     int32_t *groups;    /* per tree: the output it adds to */
     float *base;        /* per output: the margin before any tree */
+    int32_t *cat_spans; /* per node: first word of its category bits and how many (-1: numeric) */
+    uint32_t *cat_bits; /* category c of a node is bit c % 32 of its word c / 32 */
+    Py_ssize_t cat_word_count;
+    int categorical;    /* some node splits on categories */
     Py_ssize_t node_count, tree_count;
     int width, outputs, transform;
     int ready;          /* set once every array is in place and checked */
@@ -72,6 +80,8 @@ static void forest_dealloc(Forest *self) {
     PyMem_Free(self->depths);
     PyMem_Free(self->groups);
     PyMem_Free(self->base);
+    PyMem_Free(self->cat_spans);
+    PyMem_Free(self->cat_bits);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -94,6 +104,15 @@ static int check_forest(Forest *f) {
             return -1;
         }
     }
+    for (Py_ssize_t i = 0; i < f->node_count; i++) {
+        const int32_t first = f->cat_spans[2 * i], words = f->cat_spans[2 * i + 1];
+        if (first == -1) continue;
+        if (first < 0 || words < 0 || (Py_ssize_t)first + words > f->cat_word_count) {
+            PyErr_Format(PyExc_ValueError, "node %zd has category bits outside the forest", i);
+            return -1;
+        }
+        f->categorical = 1;
+    }
     for (Py_ssize_t t = 0; t < f->tree_count; t++) {
         if (f->roots[t] < 0 || f->roots[t] >= f->node_count || f->depths[t] < 0 ||
             f->groups[t] < 0 || f->groups[t] >= f->outputs) {
@@ -106,11 +125,12 @@ static int check_forest(Forest *f) {
 
 static int forest_init(Forest *self, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"nodes", "leaves", "roots", "depths", "groups", "base", "width",
-                            "transform", NULL};
-    PyObject *nodes, *leaves, *roots, *depths, *groups, *base;
+                            "transform", "cat_spans", "cat_bits", NULL};
+    PyObject *nodes, *leaves, *roots, *depths, *groups, *base, *cat_spans, *cat_bits;
     int width, transform;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOii", names, &nodes, &leaves, &roots,
-                                     &depths, &groups, &base, &width, &transform))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOiiOO", names, &nodes, &leaves, &roots,
+                                     &depths, &groups, &base, &width, &transform, &cat_spans,
+                                     &cat_bits))
         return -1;
     if (self->ready || self->nodes != NULL) {
         PyErr_SetString(PyExc_TypeError, "a Forest is made once");
@@ -119,7 +139,8 @@ static int forest_init(Forest *self, PyObject *args, PyObject *kwargs) {
     Py_ssize_t node_count = PyObject_Length(leaves);
     Py_ssize_t tree_count = PyObject_Length(roots);
     Py_ssize_t outputs = PyObject_Length(base);
-    if (node_count < 0 || tree_count < 0 || outputs < 0) return -1;
+    Py_ssize_t cat_word_count = PyObject_Length(cat_bits);
+    if (node_count < 0 || tree_count < 0 || outputs < 0 || cat_word_count < 0) return -1;
     /* lengths of the byte views: a float32/int32 array's len() is its element count */
     if (width < 1 || outputs < 1 || transform < IDENTITY || transform > SOFTMAX ||
         node_count < 1 || tree_count < 1 || node_count > INT32_MAX) {
@@ -131,22 +152,86 @@ static int forest_init(Forest *self, PyObject *args, PyObject *kwargs) {
     self->width = width;
     self->outputs = (int)outputs;
     self->transform = transform;
+    self->cat_word_count = cat_word_count;
     if (copy_buffer(nodes, sizeof(Node), node_count, (void **)&self->nodes, "nodes") < 0 ||
         copy_buffer(leaves, sizeof(float), node_count, (void **)&self->leaves, "leaves") < 0 ||
         copy_buffer(roots, sizeof(int32_t), tree_count, (void **)&self->roots, "roots") < 0 ||
         copy_buffer(depths, sizeof(int32_t), tree_count, (void **)&self->depths, "depths") < 0 ||
         copy_buffer(groups, sizeof(int32_t), tree_count, (void **)&self->groups, "groups") < 0 ||
-        copy_buffer(base, sizeof(float), outputs, (void **)&self->base, "base") < 0)
+        copy_buffer(base, sizeof(float), outputs, (void **)&self->base, "base") < 0 ||
+        copy_buffer(cat_spans, 2 * sizeof(int32_t), node_count, (void **)&self->cat_spans,
+                    "cat_spans") < 0 ||
+        copy_buffer(cat_bits, sizeof(uint32_t), cat_word_count, (void **)&self->cat_bits,
+                    "cat_bits") < 0)
         return -1;
     if (check_forest(self) < 0) return -1;
     self->ready = 1;
     return 0;
 }
 
+/* XGBoost's "value" from the margins: a float sigmoid, or a softmax that subtracts the
+ * row's largest margin and sums in double. */
+static void transform_margins(const Forest *f, Py_ssize_t n, float *out) {
+    const int outputs = f->outputs;
+    if (f->transform == SIGMOID) {
+        for (Py_ssize_t i = 0; i < n * outputs; i++) out[i] = 1.0f / (1.0f + expf(-out[i]));
+    } else if (f->transform == SOFTMAX) {
+        for (Py_ssize_t r = 0; r < n; r++) {
+            float *row = out + r * outputs;
+            float top = row[0];
+            for (int g = 1; g < outputs; g++) top = fmaxf(row[g], top);
+            double sum = 0.0;
+            for (int g = 0; g < outputs; g++) {
+                row[g] = expf(row[g] - top);
+                sum += row[g];
+            }
+            for (int g = 0; g < outputs; g++) row[g] /= (float)sum;
+        }
+    }
+}
+
+/* Whether a categorical node sends value (not NaN) right: its category is in the set. */
+static inline int in_categories(const Forest *f, int32_t at, float value) {
+    if (!(value >= 0.0f && value < 16777216.0f)) return 0;
+    const int32_t category = (int32_t)value;
+    const int32_t word = category >> 5;
+    if (word >= f->cat_spans[2 * at + 1]) return 0;
+    return (f->cat_bits[f->cat_spans[2 * at] + word] >> (category & 31)) & 1;
+}
+
+/* The loop for forests with categorical splits: the same steps, with a branch per node. */
+static void walk_categorical(const Forest *f, const float *x, Py_ssize_t n, float *out) {
+    const int width = f->width, outputs = f->outputs;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const float *row = x + r * width;
+        for (Py_ssize_t t = 0; t < f->tree_count; t++) {
+            int32_t at = f->roots[t];
+            for (int step = 0; step < f->depths[t]; step++) {
+                const Node *node = &f->nodes[at];
+                const float value = row[node->feature];
+                int right;
+                if (isnan(value))
+                    right = node->missing_right;
+                else if (f->cat_spans[2 * at] >= 0)
+                    right = in_categories(f, at, value);
+                else
+                    right = !(value < node->cond);
+                at = node->left + right;
+            }
+            out[r * outputs + f->groups[t]] += f->leaves[at];
+        }
+    }
+}
+
 static void walk(const Forest *f, const float *x, Py_ssize_t n, float *out) {
     const int width = f->width, outputs = f->outputs;
     for (Py_ssize_t r = 0; r < n; r++)
         for (int g = 0; g < outputs; g++) out[r * outputs + g] = f->base[g];
+    if (f->categorical) {
+        walk_categorical(f, x, n, out);
+        transform_margins(f, n, out);
+        return;
+    }
     for (Py_ssize_t first = 0; first < n; first += BLOCK) {
         const int rows = (int)(n - first < BLOCK ? n - first : BLOCK);
         const float *block = x + first * width;
@@ -165,21 +250,7 @@ static void walk(const Forest *f, const float *x, Py_ssize_t n, float *out) {
             for (int k = 0; k < rows; k++) sums[k * outputs] += f->leaves[at[k]];
         }
     }
-    if (f->transform == SIGMOID) {
-        for (Py_ssize_t i = 0; i < n * outputs; i++) out[i] = 1.0f / (1.0f + expf(-out[i]));
-    } else if (f->transform == SOFTMAX) {
-        for (Py_ssize_t r = 0; r < n; r++) {
-            float *row = out + r * outputs;
-            float top = row[0];
-            for (int g = 1; g < outputs; g++) top = fmaxf(row[g], top);
-            double sum = 0.0;
-            for (int g = 0; g < outputs; g++) {
-                row[g] = expf(row[g] - top);
-                sum += row[g];
-            }
-            for (int g = 0; g < outputs; g++) row[g] /= (float)sum;
-        }
-    }
+    transform_margins(f, n, out);
 }
 
 static PyObject *forest_predict(Forest *self, PyObject *args) {

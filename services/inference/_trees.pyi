@@ -14,6 +14,8 @@ class Forest:
         base: npt.NDArray[np.float32],
         width: int,
         transform: int,
+        cat_spans: npt.NDArray[np.int32],
+        cat_bits: npt.NDArray[np.uint32],
     ) -> None: ...
     def predict(self, x: npt.NDArray[np.float32], n: int, out: npt.NDArray[np.float32]) -> None: ...
 

@@ -112,15 +112,6 @@ def test_what_the_walk_cannot_answer_is_declined_with_the_reason(x: Array) -> No
     assert (
         trees.compile_forest(poisson) == "the objective count:poisson is not one the trees answer"
     )
-    categories = x.copy()
-    categories[:, 1] = np.nan_to_num(np.abs(categories[:, 1]) * 3).round() % 4
-    matrix = xgboost.DMatrix(
-        categories, label=y, feature_types=["q", "c", "q", "q", "q", "q"], enable_categorical=True
-    )
-    params = {"objective": "binary:logistic", "tree_method": "hist", "max_cat_to_onehot": 1}
-    categorical = xgboost.train(params, matrix, num_boost_round=5)
-    reason = trees.compile_forest(categorical)
-    assert isinstance(reason, str) and "categorical splits" in reason
     two = np.stack([target(x, "real"), -target(x, "real")], axis=1)
     multi = xgboost.train(
         {"tree_method": "hist", "multi_strategy": "multi_output_tree"},
@@ -128,6 +119,25 @@ def test_what_the_walk_cannot_answer_is_declined_with_the_reason(x: Array) -> No
         num_boost_round=3,
     )
     assert trees.compile_forest(multi) == "the trees have several targets"
+
+
+@pytest.mark.parametrize("one_hot_below", [1, 64])  # set splits, and one-category splits
+def test_categorical_splits_answer_inplace_predict_to_the_bit(x: Array, one_hot_below: int) -> None:
+    data = x.copy()
+    rng = np.random.default_rng(5)
+    data[:, 1] = rng.integers(0, 40, len(data))
+    data[:, 4] = rng.integers(0, 5, len(data))
+    y = ((data[:, 1] % 3 == 0) | (np.nan_to_num(data[:, 0]) > 0.5) | (data[:, 4] == 1)).astype(int)
+    kinds = ["q", "c", "q", "q", "c", "q"]
+    matrix = xgboost.DMatrix(data, label=y, feature_types=kinds, enable_categorical=True)
+    params = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 5}
+    booster = xgboost.train({**params, "max_cat_to_onehot": one_hot_below}, matrix, 30)
+    compiled = trees.compile_forest(booster)
+    assert isinstance(compiled, trees.Compiled), compiled
+    rows = awkward(booster, 3000)  # categories, their neighbours and halves, -1, 2^24, NaN
+    seen = set(rows[:, 1].tolist())
+    assert {-1.0, -0.5, float(1 << 24)} <= seen and any(v % 1 == 0.5 for v in seen)
+    np.testing.assert_array_equal(compiled(rows), booster.inplace_predict(rows))
 
 
 def test_a_forest_that_differs_from_xgboost_is_not_used(
@@ -201,6 +211,8 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
             "base": np.array([0.5], dtype=np.float32),
             "width": 2,
             "transform": trees.IDENTITY,
+            "cat_spans": np.array([[-1, 0]] * 3, dtype=np.int32),
+            "cat_bits": np.zeros(0, dtype=np.uint32),
         }
         parts.update(changes)
         return parts
@@ -217,6 +229,16 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
     column = np.array([(0.5, 5, 1, 1), (-np.inf, 0, 0, 1), (-np.inf, 0, 1, 1)], dtype=trees.NODE)
     with pytest.raises(ValueError, match="reads column 5 of 2"):
         forest(nodes=column)
+    with pytest.raises(ValueError, match="category bits outside the forest"):
+        forest(cat_spans=np.array([[0, 1], [-1, 0], [-1, 0]], dtype=np.int32))
+    categorical = forest(
+        cat_spans=np.array([[0, 1], [-1, 0], [-1, 0]], dtype=np.int32),
+        cat_bits=np.array([0b100], dtype=np.uint32),  # category 2 goes right
+    )
+    values = np.array([[2, 0], [2.9, 0], [1, 0], [33, 0], [-1, 0], [np.nan, 0]], dtype=np.float32)
+    out = np.empty(6, dtype=np.float32)
+    categorical.predict(values, 6, out)
+    np.testing.assert_array_equal(out, [2.5, 2.5, 1.5, 1.5, 1.5, 2.5])  # NaN: missing, right
     with pytest.raises(ValueError, match="output out of range"):
         forest(groups=np.array([1], dtype=np.int32))
     with pytest.raises(ValueError, match="leaves: expected 12 bytes"):

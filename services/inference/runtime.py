@@ -222,7 +222,7 @@ class DensePredictor:
 
 # With XGBoost threads per call (nthread > 1), batches of at least this many rows predict
 # through XGBoost rather than the one-thread compiled walk.
-THREADED_ROWS = 512
+THREADED_ROWS = 256
 
 
 class XGBoostModel(LoadedModel):

@@ -43,7 +43,7 @@ class InferenceSettings(ServerSettings):
     model_threads: int = Field(
         default=1,
         ge=1,
-        description="XGBoost threads per model call; above 1, batches of 512 rows or more "
+        description="XGBoost threads per model call; above 1, batches of 256 rows or more "
         "predict through XGBoost instead of Keel's one-thread walk of the trees (ADR 0014).",
     )
     inline_predict_budget_s: float = Field(

@@ -105,6 +105,11 @@ class LoadedModel(ABC):
     @abstractmethod
     def predict(self, features: Features) -> Outputs: ...
 
+    @property
+    @abstractmethod
+    def engine(self) -> str:
+        """What predicts, for the load's log line."""
+
     @abstractmethod
     def explain(self, features: Features) -> Explanation: ...
 
@@ -247,6 +252,14 @@ class XGBoostModel(LoadedModel):
         self.compiled: Compiled | None = verified(booster, margin=margin)
         self._dense = DensePredictor(booster, margin=margin)
 
+    @property
+    def engine(self) -> str:
+        if self.compiled is None:
+            return "XGBoost"
+        if self.nthread > 1:
+            return f"Keel's tree walk, XGBoost from {THREADED_ROWS} rows"
+        return "Keel's tree walk"
+
     def _predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         # The walk is one thread: XGBoost's own threads (KEEL_INFERENCE_MODEL_THREADS > 1)
         # predict large batches faster.
@@ -311,6 +324,10 @@ class SklearnModel(LoadedModel):
                 reference_means=reference_means,
                 to_input=self._numeric_input,
             )
+
+    @property
+    def engine(self) -> str:
+        return "scikit-learn"
 
     def predict(self, features: Features) -> Outputs:
         x = self._input(features)

@@ -186,10 +186,12 @@ class Server:
         )
         self.loaded[key] = loaded
         log.info(
-            "loaded %s version %d from %s (batches of up to %d rows predict on the event loop)",
+            "loaded %s version %d from %s, predicting through %s (batches of up to %d rows "
+            "predict on the event loop)",
             model,
             version,
             source,
+            loaded_model.engine,
             inline_rows,
         )
         return loaded

@@ -168,14 +168,14 @@ def test_a_served_model_predicts_through_its_compiled_trees_when_it_can(x: Array
     compiled = load(
         train(x, target(x, "binary"), {"objective": "binary:logistic"}), "BINARY_CLASSIFICATION"
     )
-    assert compiled.compiled is not None
+    assert compiled.compiled is not None and compiled.engine == "Keel's tree walk"
     rows = np.ascontiguousarray(x[:300])
     expected = compiled.booster.inplace_predict(rows)
     out = compiled.predict(Features(numeric=rows)).tensors
     np.testing.assert_array_equal(out["probabilities"][:, 1], expected)
     poisson = train(x, np.abs(target(x, "real")).round(), {"objective": "count:poisson"})
     served = load(poisson, "REGRESSION")
-    assert served.compiled is None  # XGBoost answers it, as before
+    assert served.compiled is None and served.engine == "XGBoost"  # as before
     np.testing.assert_array_equal(
         served.predict(Features(numeric=rows)).tensors["prediction"], poisson.inplace_predict(rows)
     )
@@ -265,6 +265,7 @@ def test_with_xgboost_threads_large_batches_go_to_xgboost(x: Array) -> None:
     for threads in (1, 2):
         model = load_model(data, sig, sha256=digest, nthread=threads)
         assert isinstance(model, XGBoostModel) and model.compiled is not None
+        assert (f"XGBoost from {THREADED_ROWS} rows" in model.engine) == (threads > 1)
         dense = model._dense
 
         def counted(rows: Array, dense: Any = dense) -> Any:

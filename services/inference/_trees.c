@@ -141,7 +141,8 @@ static int forest_init(Forest *self, PyObject *args, PyObject *kwargs) {
     Py_ssize_t outputs = PyObject_Length(base);
     Py_ssize_t cat_word_count = PyObject_Length(cat_bits);
     if (node_count < 0 || tree_count < 0 || outputs < 0 || cat_word_count < 0) return -1;
-    /* lengths of the byte views: a float32/int32 array's len() is its element count */
+    /* counts are the arrays' lengths (elements, for numpy arrays); copy_buffer checks that
+     * each array holds that many items of its size */
     if (width < 1 || outputs < 1 || transform < IDENTITY || transform > SOFTMAX ||
         node_count < 1 || tree_count < 1 || node_count > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "a forest needs nodes, trees, outputs and columns");
@@ -262,7 +263,10 @@ static PyObject *forest_predict(Forest *self, PyObject *args) {
     }
     if (!PyArg_ParseTuple(args, "y*nw*", &x, &n, &out)) return NULL;
     PyObject *result = NULL;
-    if (n < 0 || x.len != n * self->width * (Py_ssize_t)sizeof(float) ||
+    /* n is bounded first, so that the sizes below cannot overflow */
+    const Py_ssize_t widest = self->width > self->outputs ? self->width : self->outputs;
+    if (n < 0 || n > PY_SSIZE_T_MAX / widest / (Py_ssize_t)sizeof(float) ||
+        x.len != n * self->width * (Py_ssize_t)sizeof(float) ||
         out.len != n * self->outputs * (Py_ssize_t)sizeof(float)) {
         PyErr_Format(PyExc_ValueError,
                      "expected %zd rows of %d float32 features and room for %d outputs each",

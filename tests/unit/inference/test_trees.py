@@ -247,6 +247,9 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
         good.predict(np.zeros((2, 3), dtype=np.float32), 2, np.empty(2, dtype=np.float32))
     with pytest.raises(ValueError, match="room for 1 outputs"):
         good.predict(np.zeros((2, 2), dtype=np.float32), 2, np.empty(1, dtype=np.float32))
+    # 2 + 2^62 rows: n * width * 4 and n * outputs * 4 wrap around to the buffers' true sizes
+    with pytest.raises(ValueError, match="float32 features"):
+        good.predict(np.zeros((2, 2), dtype=np.float32), 2 + 2**62, np.empty(2, dtype=np.float32))
     with pytest.raises(TypeError, match="made once"):
         good.__init__(*forest_parts().values())  # type: ignore[misc]
     half = Forest.__new__(Forest)

@@ -3,7 +3,7 @@ Triton's FIL backend serves forests without the library that trained them.
 
 XGBoost's predictor pays a fixed cost on every call (it measures every tree and lays
 out their top levels again) and walks rows one branch at a time; served here, a one-row
-call cost ~110 µs of CPU and a 100-row call ~250 µs, against ~35 and ~120 µs this way.
+call cost ~155 µs of CPU and a 100-row call ~260 µs, against ~34 and ~111 µs this way.
 
 Only what this loop answers exactly as XGBoost does is compiled: a ``gbtree`` booster
 (not DART, not linear) of single-output trees with numerical or categorical splits,

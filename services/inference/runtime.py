@@ -51,7 +51,7 @@ from services.inference.explain import (
     unexplainable,
 )
 from services.inference.records import Features, ModelSignature, Outputs
-from services.inference.trees import Compiled, verified
+from services.inference.trees import Compiled, check_matrix, verified
 
 __all__ = ["Explanation", "LoadedModel", "load_model"]
 
@@ -190,10 +190,7 @@ class DensePredictor:
         )
 
     def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        if x.dtype != np.float32 or x.ndim != 2 or not x.flags.c_contiguous:
-            raise TypeError(f"expected a C-contiguous float32 matrix, got {x.dtype} {x.shape}")
-        if x.shape[1] != self._width:
-            raise ValueError(f"expected {self._width} features per row, got {x.shape[1]}")
+        check_matrix(x, self._width)
         if not len(x):  # XGBoost's C answer has another shape for no rows: keep the wrapper's
             kind = "margin" if self._margin else "value"
             return np.asarray(self._booster.inplace_predict(x, predict_type=kind))

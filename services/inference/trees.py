@@ -57,13 +57,18 @@ class Compiled:
     outputs: int
 
     def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        if x.dtype != np.float32 or x.ndim != 2 or not x.flags.c_contiguous:
-            raise TypeError(f"expected a C-contiguous float32 matrix, got {x.dtype} {x.shape}")
-        if x.shape[1] != self.width:
-            raise ValueError(f"expected {self.width} features per row, got {x.shape[1]}")
+        check_matrix(x, self.width)
         out = np.empty((len(x), self.outputs), dtype=np.float32)
         self.forest.predict(x, len(x), out)
         return out if self.outputs > 1 and len(x) else out.reshape(len(x))
+
+
+def check_matrix(x: npt.NDArray[Any], width: int) -> None:
+    """What both predictors read: a C-contiguous float32 matrix of ``width`` columns."""
+    if x.dtype != np.float32 or x.ndim != 2 or not x.flags.c_contiguous:
+        raise TypeError(f"expected a C-contiguous float32 matrix, got {x.dtype} {x.shape}")
+    if x.shape[1] != width:
+        raise ValueError(f"expected {width} features per row, got {x.shape[1]}")
 
 
 def compile_forest(booster: xgboost.Booster, *, margin: bool = False) -> Compiled | str:

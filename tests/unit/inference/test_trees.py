@@ -157,9 +157,10 @@ def signature(task: str, labels: tuple[str, ...] = ()) -> ModelSignature:
     return ModelSignature(task, specs, labels)  # type: ignore[arg-type]
 
 
-def load(booster: xgboost.Booster, task: str) -> XGBoostModel:
+def load(booster: xgboost.Booster, task: str, *, nthread: int = 1) -> XGBoostModel:
     data = bytes(booster.save_raw("ubj"))
-    model = load_model(data, signature(task), sha256=hashlib.sha256(data).hexdigest())
+    digest = hashlib.sha256(data).hexdigest()
+    model = load_model(data, signature(task), sha256=digest, nthread=nthread)
     assert isinstance(model, XGBoostModel)
     return model
 
@@ -261,13 +262,10 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
 
 def test_with_xgboost_threads_large_batches_go_to_xgboost(x: Array) -> None:
     booster = train(x, target(x, "binary"), {"objective": "binary:logistic"})
-    data = bytes(booster.save_raw("ubj"))
-    digest = hashlib.sha256(data).hexdigest()
-    sig = signature("BINARY_CLASSIFICATION")
     calls: list[int] = []
     for threads in (1, 2):
-        model = load_model(data, sig, sha256=digest, nthread=threads)
-        assert isinstance(model, XGBoostModel) and model.compiled is not None
+        model = load(booster, "BINARY_CLASSIFICATION", nthread=threads)
+        assert model.compiled is not None
         assert (f"XGBoost from {THREADED_ROWS} rows" in model.engine) == (threads > 1)
         dense = model._dense
 

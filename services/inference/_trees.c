@@ -287,6 +287,73 @@ done:
     return result;
 }
 
+/* A classifier's answer from the values: probabilities [n, classes] (a one-output forest's
+ * value p is the positive class's, after 1 - p for the negative one) and each row's label,
+ * the first class of the highest probability as numpy's argmax picks it (a NaN counts as
+ * the highest). The values were walked into the first n * outputs floats of probabilities;
+ * a one-output forest's are spread out from the last row back, so none is overwritten
+ * before it is read. */
+static void classify_values(int outputs, Py_ssize_t n, float *probabilities, int64_t *labels) {
+    const int classes = outputs == 1 ? 2 : outputs;
+    if (outputs == 1) {
+        for (Py_ssize_t r = n - 1; r >= 0; r--) {
+            const float p = probabilities[r];
+            probabilities[2 * r + 1] = p;
+            probabilities[2 * r] = 1.0f - p;
+        }
+    }
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const float *row = probabilities + r * classes;
+        int best = 0;
+        for (int c = 1; c < classes && !isnan(row[best]); c++)
+            if (row[c] > row[best] || isnan(row[c])) best = c;
+        labels[r] = best;
+    }
+}
+
+static PyObject *forest_classify(Forest *self, PyObject *args) {
+    Py_buffer x, probabilities, labels;
+    Py_ssize_t n;
+    if (!self->ready) {
+        PyErr_SetString(PyExc_ValueError, "the forest was not made");
+        return NULL;
+    }
+    if (self->transform == IDENTITY) {
+        PyErr_SetString(PyExc_ValueError, "the forest answers margins, not probabilities");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*nw*w*", &x, &n, &probabilities, &labels)) return NULL;
+    PyObject *result = NULL;
+    const int classes = self->outputs == 1 ? 2 : self->outputs;
+    const Py_ssize_t widest = self->width > classes ? self->width : classes;
+    /* n is bounded first, so that the sizes below cannot overflow */
+    if (n < 0 || n > PY_SSIZE_T_MAX / widest / (Py_ssize_t)sizeof(int64_t) ||
+        x.len != n * self->width * (Py_ssize_t)sizeof(float) ||
+        probabilities.len != n * classes * (Py_ssize_t)sizeof(float) ||
+        labels.len != n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_Format(PyExc_ValueError,
+                     "expected %zd rows of %d float32 features, room for %d float32 "
+                     "probabilities and one int64 label each",
+                     n, self->width, classes);
+        goto done;
+    }
+    if (n >= RELEASE_ROWS) {
+        Py_BEGIN_ALLOW_THREADS
+        walk(self, (const float *)x.buf, n, (float *)probabilities.buf);
+        classify_values(self->outputs, n, (float *)probabilities.buf, (int64_t *)labels.buf);
+        Py_END_ALLOW_THREADS
+    } else {
+        walk(self, (const float *)x.buf, n, (float *)probabilities.buf);
+        classify_values(self->outputs, n, (float *)probabilities.buf, (int64_t *)labels.buf);
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&probabilities);
+    PyBuffer_Release(&labels);
+    return result;
+}
+
 /* XGBoost's margin for a base score stored as a probability: its logit, in float, with
  * the C library's logf (numpy's float32 log can differ from it in the last bit). */
 static PyObject *logit(PyObject *module, PyObject *arg) {
@@ -304,6 +371,9 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef forest_methods[] = {
     {"predict", (PyCFunction)forest_predict, METH_VARARGS,
      "predict(x, n, out): the n rows of x (float32, C order) into out (float32, n x outputs)"},
+    {"classify", (PyCFunction)forest_classify, METH_VARARGS,
+     "classify(x, n, probabilities, labels): a classifier's answer for the n rows of x: "
+     "probabilities (float32, n x classes) and labels (int64, n)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -248,6 +248,10 @@ class XGBoostModel(LoadedModel):
         margin = self.objective == "multi:softmax"
         self.compiled: Compiled | None = verified(booster, margin=margin)
         self._dense = DensePredictor(booster, margin=margin)
+        # A classifier whose walk answers probabilities gets its whole answer in one call.
+        self._classify = None
+        if self.compiled is not None and self.compiled.classifies and signature.is_classifier:
+            self._classify = self.compiled.classify
 
     @property
     def engine(self) -> str:
@@ -266,6 +270,9 @@ class XGBoostModel(LoadedModel):
 
     def predict(self, features: Features) -> Outputs:
         x = np.ascontiguousarray(features.numeric, dtype=np.float32)
+        if self._classify is not None and (self.nthread == 1 or len(x) < THREADED_ROWS):
+            labels, probabilities = self._classify(x)
+            return Outputs({"label": labels, "probabilities": probabilities})
         if self.objective == "multi:softmax":
             margin = self._predict(x)
             shifted = np.exp(margin - margin.max(axis=1, keepdims=True))

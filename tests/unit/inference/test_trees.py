@@ -90,6 +90,32 @@ def test_compiled_trees_answer_inplace_predict_to_the_bit(
         np.testing.assert_array_equal(got, expected)
 
 
+PROBABILITIES = [case for case in CASES if trees.TRANSFORMS[case[0]] != trees.IDENTITY]
+
+
+@pytest.mark.parametrize(("objective", "kind", "extra"), PROBABILITIES)
+def test_a_classifiers_answer_is_the_stacked_probabilities_and_their_argmax(
+    x: Array, objective: str, kind: str, extra: dict[str, Any]
+) -> None:
+    booster = train(x, target(x, kind), {"objective": objective, **extra})
+    compiled = trees.compile_forest(booster)
+    assert isinstance(compiled, trees.Compiled) and compiled.classifies
+    data = np.concatenate([awkward(booster, 700), np.ascontiguousarray(x[:500])])
+    for n in (0, 1, 15, 16, 17, 33, len(data)):  # 32 rows and more walk without the GIL
+        rows = np.ascontiguousarray(data[:n])
+        value = np.asarray(booster.inplace_predict(rows))
+        if compiled.outputs == 1:
+            expected = np.stack([1.0 - value, value], axis=1)
+        else:
+            expected = value.reshape(n, compiled.outputs)
+        labels, probabilities = compiled.classify(rows)
+        assert probabilities.dtype == np.float32 and labels.dtype == np.int64
+        np.testing.assert_array_equal(probabilities, expected)
+        np.testing.assert_array_equal(labels, np.argmax(expected, axis=1))
+    margins = trees.compile_forest(booster, margin=True)
+    assert isinstance(margins, trees.Compiled) and not margins.classifies
+
+
 def test_multi_softmax_margins_are_compiled(x: Array) -> None:
     booster = train(x, target(x, "three"), {"objective": "multi:softmax", "num_class": 3})
     assert isinstance(trees.compile_forest(booster), str)  # its "value" is a label
@@ -174,6 +200,7 @@ def test_a_served_model_predicts_through_its_compiled_trees_when_it_can(x: Array
     expected = compiled.booster.inplace_predict(rows)
     out = compiled.predict(Features(numeric=rows)).tensors
     np.testing.assert_array_equal(out["probabilities"][:, 1], expected)
+    np.testing.assert_array_equal(out["label"], expected > 0.5)
     poisson = train(x, np.abs(target(x, "real")).round(), {"objective": "count:poisson"})
     served = load(poisson, "REGRESSION")
     assert served.compiled is None and served.engine == "XGBoost"  # as before
@@ -251,6 +278,19 @@ def test_the_loop_refuses_what_it_cannot_walk_safely() -> None:
     # 2 + 2^62 rows: n * width * 4 and n * outputs * 4 wrap around to the buffers' true sizes
     with pytest.raises(ValueError, match="float32 features"):
         good.predict(np.zeros((2, 2), dtype=np.float32), 2 + 2**62, np.empty(2, dtype=np.float32))
+    # a classifier's answer: a tie goes to the first class, as numpy's argmax has it
+    sigmoid = forest(transform=trees.SIGMOID, base=np.array([-1], dtype=np.float32))
+    probabilities, labels = np.empty((2, 2), dtype=np.float32), np.empty(2, dtype=np.int64)
+    sigmoid.classify(np.array([[0.1, 9], [0.9, 9]], dtype=np.float32), 2, probabilities, labels)
+    p = np.float32(1) / (np.float32(1) + np.exp(np.float32(-1)))
+    np.testing.assert_array_equal(probabilities, [[0.5, 0.5], [1 - p, p]])
+    np.testing.assert_array_equal(labels, [0, 1])
+    with pytest.raises(ValueError, match="room for 2 float32 probabilities and one int64"):
+        sigmoid.classify(np.zeros((2, 2), dtype=np.float32), 2, probabilities[:1], labels)
+    with pytest.raises(ValueError, match="room for 2 float32 probabilities and one int64"):
+        sigmoid.classify(np.zeros((2, 2), dtype=np.float32), 2, probabilities, labels[:1])
+    with pytest.raises(ValueError, match="answers margins, not probabilities"):
+        good.classify(np.zeros((2, 2), dtype=np.float32), 2, probabilities, labels)
     with pytest.raises(TypeError, match="made once"):
         good.__init__(*forest_parts().values())  # type: ignore[misc]
     half = Forest.__new__(Forest)

@@ -10,6 +10,7 @@ under ``{id}@{variant}``, so it is counted beside the live row, not as its dupli
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -40,11 +41,18 @@ class PredictionRecord:
         return self.features.rows
 
 
+# The random bits of ids come from a generator of this process's own, seeded from the
+# OS and again in a forked child: one system call per answer cost more than the rest of
+# the id, and the module's shared generator can be re-seeded by anyone (a test, a library).
+_bits = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _bits.seed(os.urandom(32)))
+
+
 def new_prediction_id() -> str:
     """A UUIDv7-style id (RFC 9562): 48-bit millisecond time then random bits, as 32 hex
     digits; ids sort by creation time."""
     millis = time.time_ns() // 1_000_000
-    value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | _bits.getrandbits(80)
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
     return f"{value:032x}"

@@ -254,39 +254,6 @@ static void walk(const Forest *f, const float *x, Py_ssize_t n, float *out) {
     transform_margins(f, n, out);
 }
 
-static PyObject *forest_predict(Forest *self, PyObject *args) {
-    Py_buffer x, out;
-    Py_ssize_t n;
-    if (!self->ready) {
-        PyErr_SetString(PyExc_ValueError, "the forest was not made");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "y*nw*", &x, &n, &out)) return NULL;
-    PyObject *result = NULL;
-    /* n is bounded first, so that the sizes below cannot overflow */
-    const Py_ssize_t widest = self->width > self->outputs ? self->width : self->outputs;
-    if (n < 0 || n > PY_SSIZE_T_MAX / widest / (Py_ssize_t)sizeof(float) ||
-        x.len != n * self->width * (Py_ssize_t)sizeof(float) ||
-        out.len != n * self->outputs * (Py_ssize_t)sizeof(float)) {
-        PyErr_Format(PyExc_ValueError,
-                     "expected %zd rows of %d float32 features and room for %d outputs each",
-                     n, self->width, self->outputs);
-        goto done;
-    }
-    if (n >= RELEASE_ROWS) {
-        Py_BEGIN_ALLOW_THREADS
-        walk(self, (const float *)x.buf, n, (float *)out.buf);
-        Py_END_ALLOW_THREADS
-    } else {
-        walk(self, (const float *)x.buf, n, (float *)out.buf);
-    }
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&out);
-    return result;
-}
-
 /* A classifier's answer from the values: probabilities [n, classes] (a one-output forest's
  * value p is the positive class's, after 1 - p for the negative one) and each row's label,
  * the first class of the highest probability as numpy's argmax picks it (a NaN counts as
@@ -311,48 +278,58 @@ static void classify_values(int outputs, Py_ssize_t n, float *probabilities, int
     }
 }
 
-static PyObject *forest_classify(Forest *self, PyObject *args) {
-    Py_buffer x, probabilities, labels;
+/* predict(x, n, out) and, with labels, classify(x, n, probabilities, labels): the walk of
+ * the n rows of x into the answer's buffers, each checked against n first. */
+static PyObject *answer(Forest *self, PyObject *args, int labelled) {
+    Py_buffer x, out, labels = {0};
     Py_ssize_t n;
     if (!self->ready) {
         PyErr_SetString(PyExc_ValueError, "the forest was not made");
         return NULL;
     }
-    if (self->transform == IDENTITY) {
+    if (labelled && self->transform == IDENTITY) {
         PyErr_SetString(PyExc_ValueError, "the forest answers margins, not probabilities");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*nw*w*", &x, &n, &probabilities, &labels)) return NULL;
+    if (labelled ? !PyArg_ParseTuple(args, "y*nw*w*", &x, &n, &out, &labels)
+                 : !PyArg_ParseTuple(args, "y*nw*", &x, &n, &out))
+        return NULL;
     PyObject *result = NULL;
-    const int classes = self->outputs == 1 ? 2 : self->outputs;
-    const Py_ssize_t widest = self->width > classes ? self->width : classes;
+    /* a classifier's one output is answered as two probabilities */
+    const int columns = labelled && self->outputs == 1 ? 2 : self->outputs;
+    const Py_ssize_t widest = self->width > columns ? self->width : columns;
     /* n is bounded first, so that the sizes below cannot overflow */
     if (n < 0 || n > PY_SSIZE_T_MAX / widest / (Py_ssize_t)sizeof(int64_t) ||
         x.len != n * self->width * (Py_ssize_t)sizeof(float) ||
-        probabilities.len != n * classes * (Py_ssize_t)sizeof(float) ||
-        labels.len != n * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_Format(PyExc_ValueError,
-                     "expected %zd rows of %d float32 features, room for %d float32 "
-                     "probabilities and one int64 label each",
-                     n, self->width, classes);
+        out.len != n * columns * (Py_ssize_t)sizeof(float) ||
+        (labelled && labels.len != n * (Py_ssize_t)sizeof(int64_t))) {
+        if (labelled)
+            PyErr_Format(PyExc_ValueError,
+                         "expected %zd rows of %d float32 features, room for %d float32 "
+                         "probabilities and one int64 label each",
+                         n, self->width, columns);
+        else
+            PyErr_Format(PyExc_ValueError,
+                         "expected %zd rows of %d float32 features and room for %d outputs each",
+                         n, self->width, columns);
         goto done;
     }
-    if (n >= RELEASE_ROWS) {
-        Py_BEGIN_ALLOW_THREADS
-        walk(self, (const float *)x.buf, n, (float *)probabilities.buf);
-        classify_values(self->outputs, n, (float *)probabilities.buf, (int64_t *)labels.buf);
-        Py_END_ALLOW_THREADS
-    } else {
-        walk(self, (const float *)x.buf, n, (float *)probabilities.buf);
-        classify_values(self->outputs, n, (float *)probabilities.buf, (int64_t *)labels.buf);
-    }
+    /* from RELEASE_ROWS rows, without the GIL */
+    PyThreadState *released = n >= RELEASE_ROWS ? PyEval_SaveThread() : NULL;
+    walk(self, (const float *)x.buf, n, (float *)out.buf);
+    if (labelled) classify_values(self->outputs, n, (float *)out.buf, (int64_t *)labels.buf);
+    if (released != NULL) PyEval_RestoreThread(released);
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&x);
-    PyBuffer_Release(&probabilities);
-    PyBuffer_Release(&labels);
+    PyBuffer_Release(&out);
+    if (labelled) PyBuffer_Release(&labels);
     return result;
 }
+
+static PyObject *forest_predict(Forest *self, PyObject *args) { return answer(self, args, 0); }
+
+static PyObject *forest_classify(Forest *self, PyObject *args) { return answer(self, args, 1); }
 
 /* XGBoost's margin for a base score stored as a probability: its logit, in float, with
  * the C library's logf (numpy's float32 log can differ from it in the last bit). */

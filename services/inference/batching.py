@@ -430,7 +430,7 @@ class Batcher:
         c.queue.add(count, count * started - enqueued)  # and submit to the batch's start
         by_size = c.by_size.setdefault(rows, _three())
         for phase, ns in enumerate(result[1:]):
-            c.compute[phase].add(len(batch), ns * len(batch))
+            c.compute[phase].add(count, ns * count)
             by_size[phase].add(1, ns)
 
 

@@ -261,16 +261,19 @@ class XGBoostModel(LoadedModel):
             return f"Keel's tree walk, XGBoost from {THREADED_ROWS} rows"
         return "Keel's tree walk"
 
-    def _predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _walks(self, rows: int) -> bool:
         # The walk is one thread: XGBoost's own threads (KEEL_INFERENCE_MODEL_THREADS > 1)
         # predict large batches faster.
-        if self.compiled is None or (self.nthread > 1 and len(x) >= THREADED_ROWS):
-            return self._dense(x)
-        return self.compiled(x)
+        return self.compiled is not None and (self.nthread == 1 or rows < THREADED_ROWS)
+
+    def _predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self.compiled is not None and self._walks(len(x)):
+            return self.compiled(x)
+        return self._dense(x)
 
     def predict(self, features: Features) -> Outputs:
         x = np.ascontiguousarray(features.numeric, dtype=np.float32)
-        if self._classify is not None and (self.nthread == 1 or len(x) < THREADED_ROWS):
+        if self._classify is not None and self._walks(len(x)):
             labels, probabilities = self._classify(x)
             return Outputs({"label": labels, "probabilities": probabilities})
         if self.objective == "multi:softmax":

@@ -15,7 +15,9 @@ data by half a standard deviation (``bench.monitor_data``).
    batches over the ``LogPredictions`` stream, from one producer and from two at once
    (rows/s from the first send to the last ack; batches pre-built before timing), and
    the same streams right after to a floor (``bench.monitor_floor``: a bare grpc.aio
-   ``LogPredictions`` that parses each batch and acks it), for what the stream allows;
+   ``LogPredictions`` that parses each batch and acks it), for what the stream allows,
+   and then to a second monitor that keeps no join window (``KEEL_MONITOR_JOIN_WINDOW_S=0``:
+   aggregates only, no labels, like Evidently's drift report; ADR 0015);
    ``ComputeDrift`` p50/p90 over 50 calls; then 10,000,000 more rows (``--quick``:
    1,000,000) while the monitor's RSS is sampled every 0.5 s, and ``ComputeDrift`` again.
 3. The figures beside the goals (>= 500,000 rows/s, >= 30x Evidently's rows/s, verdict
@@ -87,13 +89,16 @@ def run_evidently(rows: int, trained: Trained) -> Evidently:
     return Evidently(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def start_monitor(folder: Path, registry: str) -> Running:
-    """``keel monitor serve`` on port 0; a clear SystemExit when it exits first (code 3:
-    the monitor service is not built yet)."""
-    ready, log = folder / "monitor.json", folder / "monitor.log"
+def start_monitor(
+    folder: Path, registry: str, name: str = "monitor", settings: dict[str, str] | None = None
+) -> Running:
+    """``keel monitor serve`` on port 0 (``settings``: more ``KEEL_MONITOR_*`` variables); a
+    clear SystemExit when it exits first (code 3: the monitor service is not built yet)."""
+    ready, log = folder / f"{name}.json", folder / f"{name}.log"
     argv = [sys.executable, "-m", "keel", "monitor", "serve", "--port", "0", "--metrics-port"]
-    argv += ["0", "--data-dir", str(folder / "monitor"), "--ready-file", str(ready)]
+    argv += ["0", "--data-dir", str(folder / name), "--ready-file", str(ready)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KEEL_MONITOR_REGISTRY_ADDRESS": registry}
+    env.update(settings or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -110,27 +115,32 @@ def start_monitor(folder: Path, registry: str) -> Running:
             why = f"exited with code {code}" if code is not None else "did not start in time"
             raise SystemExit(f"monitor bench: `keel monitor serve` {why}; its output:\n{tail}")
         time.sleep(0.05)
-    return Running("monitor", proc, read_ready_file(ready).address, log)
+    return Running(name, proc, read_ready_file(ready).address, log)
 
 
 async def _ingest_once(
-    monitor: Running,
-    floor: Running,
+    monitors: Monitors,
     plans: list[Plan],
     batch_bodies: list[bytes],
     keel: KeelFigures,
 ) -> None:
-    """The same streams to the monitor, then to the floor."""
+    """The same streams to the monitor, to the floor, then to the monitor that keeps no
+    join window."""
     started = time.perf_counter()
     prebuilt = [list(plan.requests(batch_bodies)) for plan in plans]
     keel.requests_s.append(time.perf_counter() - started)
     streams = [(p.producer, r, p.batches) for p, r in zip(plans, prebuilt, strict=True)]
-    with CpuMeter(monitor.proc.pid) as cpu:
-        done = await ingest(monitor.address, streams, Progress())
-    (keel.single if len(plans) == 1 else keel.double).append(done)
-    (keel.cpu_single if len(plans) == 1 else keel.cpu_double).append(cpu.share)
-    floored = await ingest(floor.address, streams, Progress())
-    (keel.floor_single if len(plans) == 1 else keel.floor_double).append(floored)
+    one = len(plans) == 1
+    with CpuMeter(monitors.keel.proc.pid) as cpu:
+        done = await ingest(monitors.keel.address, streams, Progress())
+    (keel.single if one else keel.double).append(done)
+    (keel.cpu_single if one else keel.cpu_double).append(cpu.share)
+    floored = await ingest(monitors.floor.address, streams, Progress())
+    (keel.floor_single if one else keel.floor_double).append(floored)
+    with CpuMeter(monitors.windowless.proc.pid) as cpu:
+        done = await ingest(monitors.windowless.address, streams, Progress())
+    (keel.windowless_single if one else keel.windowless_double).append(done)
+    (keel.cpu_windowless_single if one else keel.cpu_windowless_double).append(cpu.share)
 
 
 async def _rss_phase(
@@ -158,8 +168,18 @@ def start_floor(folder: Path) -> Running:
     return Running("floor", proc, address, Path(os.devnull))  # its stderr is the bench's
 
 
+@dataclass(frozen=True)
+class Monitors:
+    """The servers the ingestion runs go to: Keel's monitor, the floor, and a monitor
+    that keeps no join window (``KEEL_MONITOR_JOIN_WINDOW_S=0``: aggregates only)."""
+
+    keel: Running
+    floor: Running
+    windowless: Running
+
+
 async def keel_half(
-    monitor: Running, floor: Running, logged: LoggedModel, sizes: Sizes, runs: int
+    monitors: Monitors, logged: LoggedModel, sizes: Sizes, runs: int
 ) -> KeelFigures:
     keel = KeelFigures()
     batches = sizes.ingest_rows // data.BLOCK
@@ -171,13 +191,14 @@ async def keel_half(
     sent = 0
     for r in range(runs):
         one = [Plan(f"bench-{r}-one", f"{r}one-", 0, batches)]
-        await _ingest_once(monitor, floor, one, batch_bodies, keel)
+        await _ingest_once(monitors, one, batch_bodies, keel)
         halves = [
             Plan(f"bench-{r}-two-{h}", f"{r}two{h}-", h * (batches // 2), batches // 2)
             for h in (0, 1)
         ]
-        await _ingest_once(monitor, floor, halves, batch_bodies, keel)
+        await _ingest_once(monitors, halves, batch_bodies, keel)
         sent += batches * data.BLOCK + 2 * (batches // 2) * data.BLOCK
+    monitor = monitors.keel
     timings = await drift_calls(monitor.address, logged.model, logged.version, DRIFT_CALLS)
     keel.verdicts.append(Verdicts(sent, timings))
     await _rss_phase(monitor, sizes.rss_rows, batch_bodies, keel)
@@ -208,18 +229,26 @@ def run(runs: int, quick: bool, *, with_evidently: bool = True) -> None:
         registry = start_registry(folder)
         try:
             logged = register(registry.address, trained)
-            monitor = start_monitor(folder, registry.address)
-            floor = start_floor(folder)
+            servers: list[Running] = []
             try:
-                keel = asyncio.run(keel_half(monitor, floor, logged, sizes, runs))
+                servers.append(start_monitor(folder, registry.address))
+                servers.append(start_floor(folder))
+                no_window = {"KEEL_MONITOR_JOIN_WINDOW_S": "0"}
+                servers.append(
+                    start_monitor(folder, registry.address, "monitor-no-window", no_window)
+                )
+                keel = asyncio.run(keel_half(Monitors(*servers), logged, sizes, runs))
             except MonitorRefused as refused:
-                tail = monitor.log.read_text(errors="replace")[-3000:].strip()
-                raise SystemExit(
-                    f"monitor bench: {refused}\nthe end of the monitor's output:\n{tail}"
-                ) from refused
+                tails = [
+                    f"the end of {s.name}'s output:\n"
+                    + s.log.read_text(errors="replace")[-3000:].strip()
+                    for s in servers
+                    if s.name.startswith("monitor")
+                ]
+                raise SystemExit(f"monitor bench: {refused}\n" + "\n".join(tails)) from refused
             finally:
-                stop(floor.proc)
-                stop(monitor.proc)
+                for server in reversed(servers):
+                    stop(server.proc)
         except BaseException:
             verdict_lines(None, evidently)
             raise

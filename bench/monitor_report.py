@@ -58,6 +58,11 @@ class KeelFigures:
     # the same streams to bench.monitor_floor (parses and acks, nothing else)
     floor_single: list[Ingestion] = field(default_factory=list)
     floor_double: list[Ingestion] = field(default_factory=list)
+    # the same streams to a monitor with KEEL_MONITOR_JOIN_WINDOW_S=0 (aggregates only)
+    windowless_single: list[Ingestion] = field(default_factory=list)
+    windowless_double: list[Ingestion] = field(default_factory=list)
+    cpu_windowless_single: list[CpuShare] = field(default_factory=list)
+    cpu_windowless_double: list[CpuShare] = field(default_factory=list)
     bodies_s: float = 0.0  # building every batch body (features, outputs, times)
     requests_s: list[float] = field(default_factory=list)  # headers + framing, per ingestion
     verdicts: list[Verdicts] = field(default_factory=list)
@@ -114,9 +119,12 @@ def keel_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
     for label, runs, cpu in (
         ("1 producer", keel.single, keel.cpu_single),
         ("2 producers", keel.double, keel.cpu_double),
+        ("no join window, 1 producer", keel.windowless_single, keel.cpu_windowless_single),
+        ("no join window, 2 producers", keel.windowless_double, keel.cpu_windowless_double),
     ):
-        seconds = median([i.seconds for i in runs])
-        print(f"  {label:<28}{_rate(runs):>12,.0f}{seconds:>10.2f}  {_cpu(cpu)}")
+        if runs:
+            seconds = median([i.seconds for i in runs])
+            print(f"  {label:<28}{_rate(runs):>12,.0f}{seconds:>10.2f}  {_cpu(cpu)}")
     for label, runs in (("1 producer", keel.floor_single), ("2 producers", keel.floor_double)):
         if runs:
             seconds = median([i.seconds for i in runs])
@@ -125,6 +133,12 @@ def keel_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
         print(
             "  (floor: a bare grpc.aio LogPredictions that parses each batch and acks it, "
             "the same streams right after Keel's)"
+        )
+    if keel.windowless_single:
+        print(
+            "  (no join window: a second monitor with KEEL_MONITOR_JOIN_WINDOW_S=0, which keeps "
+            "no logged rows, so no labels and no re-sent-id check; the same streams after the "
+            "floor)"
         )
     windows = sorted({w for i in keel.single + keel.double for p in i.producers for w in p.windows})
     print(f"  flow-control windows seen (max_in_flight_batches): {windows}")
@@ -210,6 +224,15 @@ def ratio_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
             f">= {GOAL_RATIO}x",
             ratio >= GOAL_RATIO,
         )
+        if keel.windowless_single:
+            best = max(_rate(keel.windowless_single), _rate(keel.windowless_double))
+            ratio = best / evidently.rows_per_s
+            _goal(
+                "  the same, no join window (aggregates only)",
+                f"{ratio:.1f}x",
+                f">= {GOAL_RATIO}x",
+                ratio >= GOAL_RATIO,
+            )
     for verdict in keel.verdicts:
         p50 = percentile_ms(verdict.timings.seconds, 0.5)
         p90 = percentile_ms(verdict.timings.seconds, 0.9)

@@ -39,6 +39,11 @@ class Keeping:
     def join_window_ns(self) -> int:
         return self.join_window_s * NS
 
+    @property
+    def keeps_rows(self) -> bool:
+        """Whether logged rows are kept at all: a window of 0 keeps none (ADR 0015)."""
+        return self.join_window_s > 0
+
 
 @dataclass
 class FeedbackCounts:

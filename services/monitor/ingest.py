@@ -1,6 +1,7 @@
 """Applying prediction-log batches: exactly-once counting by producer sequence (the mark
 is stored in the same transaction as the aggregates) and by prediction id within the
-join window.
+join window. A window of 0 keeps no rows (ADR 0015): a batch then adds to the aggregates
+only, and ids are not remembered.
 
 Batches waiting when the writer is free are applied in one transaction (group commit):
 each touched bucket is read and written once per group, and the group pays for one
@@ -102,6 +103,7 @@ class Ingestor:
         self._references = references
         self._bucket_s = keeping.bucket_s
         self._join_window_ns = keeping.join_window_ns
+        self._keeps_rows = keeping.keeps_rows
         self.max_batch_rows = keeping.max_batch_rows
         self._on_applied = on_applied
         self._queue: list[_Item] = []
@@ -260,7 +262,7 @@ class Ingestor:
         now = time.time_ns()
         key = Key(reference.model, reference.version, _name(batch.deployment), batch.variant)
         deltas, kept = counted.deltas, counted.row_count
-        if counted.row_count:
+        if counted.row_count and self._keeps_rows:
             segment = _store_segment(connection, counted.payload, key, now + self._join_window_ns)
             fresh = _store_ids(connection, key.model, counted, segment)
             if not fresh.all():  # some rows were seen before: count the new ones only
@@ -271,7 +273,7 @@ class Ingestor:
             writer.add(key, reference, start, partial(_add, delta), rows=count)
         if batch.rejections:
             _count_rejections(writer, key, reference, batch, now)
-        if kept and group.pending(key.model):
+        if kept and self._keeps_rows and group.pending(key.model):
             ids = counted.ids if kept == counted.row_count else _kept_ids(counted.ids, fresh)
             join_labels(connection, writer, reference, ids, now)
         if batch.sequence > mark:

@@ -12,12 +12,18 @@ from sqlalchemy import Connection
 
 from keel.monitor.v1 import monitor_pb2
 from services.common.db import Database
+from services.common.errors import FailedPrecondition
 from services.monitor import columns
 from services.monitor.batches import invalid
 from services.monitor.buckets import BucketWriter
 from services.monitor.feedback import FeedbackCounts, Keeping, Label, apply_feedback
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
+
+NO_ROWS_KEPT = (
+    "this monitor keeps no logged predictions to join labels to (KEEL_MONITOR_JOIN_WINDOW_S=0); "
+    "labels need a join window of at least 60 seconds"
+)
 
 
 class Feedback:
@@ -37,6 +43,8 @@ class Feedback:
         model = request.model.removeprefix("models/")
         if not request.model.startswith("models/") or not model:
             raise invalid("model", f"model: expected 'models/{{model}}', got '{request.model}'")
+        if not self._keeping.keeps_rows:
+            raise FailedPrecondition(NO_ROWS_KEPT)
         columns.check_row_count(request.row_count, self._keeping.max_batch_rows)
         versions = await self._references.versions(model)
         latest = versions[-1] if versions else await self._references.latest_version(model)

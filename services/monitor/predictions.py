@@ -14,8 +14,9 @@ from services.monitor.tables import IDS, SEGMENTS
 
 
 class Predictions:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keeps_rows: bool = True) -> None:
         self._db = db
+        self._keeps_rows = keeps_rows
 
     async def get(self, request: pb.GetPredictionRequest) -> pb.GetPredictionResponse:
         model = request.model.removeprefix("models/")
@@ -23,6 +24,11 @@ class Predictions:
             raise InvalidArgument(f"model: expected 'models/{{model}}', got '{request.model}'")
         if not request.prediction_id:
             raise InvalidArgument("prediction_id: required")
+        if not self._keeps_rows:
+            raise NotFound(
+                f"prediction '{request.prediction_id}' of model '{model}': this monitor keeps "
+                "no logged predictions (KEEL_MONITOR_JOIN_WINDOW_S=0)"
+            )
         found = await self._db.read(lambda c: _find(c, model, request.prediction_id))
         if found is None:
             raise NotFound(

@@ -117,7 +117,7 @@ def build_monitor(
         ),
         Feedback(db, references, keeping, alerting.notify),
         Reports(aggregates),
-        Predictions(db),
+        Predictions(db, keeping.keeps_rows),
         Exchange(db, references, source_id(settings, url), settings.bucket_s),
         settings.max_in_flight_batches,
         alerting,

@@ -10,6 +10,7 @@ from services.common.jetstream import DEFAULT_STREAM, DEFAULT_SUBJECT
 from services.common.settings import DatabaseSettings
 
 DAY_S = 86_400
+MIN_JOIN_WINDOW_S = 60  # a window this short or longer; or 0, none
 
 
 class MonitorSettings(DatabaseSettings):
@@ -37,9 +38,10 @@ class MonitorSettings(DatabaseSettings):
     )
     join_window_s: int = Field(
         default=7 * DAY_S,
-        ge=60,
+        ge=0,
         description="How long logged predictions are kept to join feedback labels and to "
-        "recognise re-sent prediction ids.",
+        "recognise re-sent prediction ids: 0, or at least 60. 0 keeps none (aggregates only: "
+        "no labels, no GetPrediction; re-sent batches are still recognised by sequence).",
     )
     max_batch_rows: int = Field(default=10_000, ge=1, description="Largest batch accepted.")
     max_in_flight_batches: int = Field(
@@ -80,6 +82,16 @@ class MonitorSettings(DatabaseSettings):
     event_poll_s: float = Field(
         default=0.2, gt=0, description="How often WatchAlerts looks for other replicas' events."
     )
+
+    @field_validator("join_window_s")
+    @classmethod
+    def _join_window(cls, value: int) -> int:
+        if 0 < value < MIN_JOIN_WINDOW_S:
+            raise ValueError(
+                f"expected 0 (keep no logged predictions) or at least {MIN_JOIN_WINDOW_S} "
+                f"seconds, got {value}"
+            )
+        return value
 
     @field_validator("sqlite_page_size")
     @classmethod

@@ -47,3 +47,23 @@ def test_a_bad_value_names_the_variable_and_the_expectation(
         RegistrySettings()
     assert "port" in str(caught.value)
     assert "less than or equal to 65535" in str(caught.value)
+
+
+@pytest.mark.parametrize("seconds", ["1", "59", "-1"])
+def test_a_join_window_is_none_or_a_minute_at_least(
+    monkeypatch: pytest.MonkeyPatch, seconds: str
+) -> None:
+    monkeypatch.setenv("KEEL_MONITOR_JOIN_WINDOW_S", seconds)
+    with pytest.raises(ValidationError) as caught:
+        MonitorSettings()
+    assert "join_window_s" in str(caught.value)
+    expected = "greater than or equal to 0" if seconds == "-1" else "or at least 60 seconds"
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("seconds", [0, 60, 86_400])
+def test_no_join_window_or_one_of_a_minute_or_more_is_taken(
+    monkeypatch: pytest.MonkeyPatch, seconds: int
+) -> None:
+    monkeypatch.setenv("KEEL_MONITOR_JOIN_WINDOW_S", str(seconds))
+    assert MonitorSettings().join_window_s == seconds

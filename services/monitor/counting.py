@@ -5,11 +5,13 @@ Counting is numpy work of a few hundred microseconds a batch, most of it holding
 interpreter lock; in a thread it took that lock from the event loop and the writer, and
 the three together were bound by it (ADR 0009). The worker receives the serialised batch
 (which the transaction stores anyway) and the version's reference, and sends back the
-counts as plain arrays; the service rebuilds them on its own layout. A worker knows each
-reference once: a batch names its reference by a digest of its pickle, and the pickle
-itself travels only until the worker has it. Two calls are outstanding at most; batches
-that arrive meanwhile go to the worker together in the next call (up to eight), so that
-each does not pay its own trip through the pool's queue, threads and pipes.
+counts as plain arrays (int32 where they fit, half the bytes through the pipe) and the
+ids only when the monitor keeps them; the service rebuilds them on its own layout. A
+worker knows each reference once: a batch names its reference by a digest of its pickle,
+and the pickle itself travels only until the worker has it. Two calls are outstanding at
+most; batches that arrive meanwhile go to the worker together in the next call (up to
+eight), so that each does not pay its own trip through the pool's queue, threads and
+pipes.
 
 The worker is started with ``spawn`` (never ``fork``: the service runs gRPC's threads),
 so it shares nothing with the service but what is sent, and exits when the service is
@@ -30,6 +32,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
 
 from keel.monitor.v1 import ingest_pb2
 from services.common.errors import DomainError, Unavailable
@@ -63,8 +68,9 @@ class Counting:
     """Counts batches off the event loop: ``count`` returns a future of the batch's
     ``Counted``. One worker process when ``in_process`` is false, else one thread."""
 
-    def __init__(self, *, in_process: bool = False) -> None:
+    def __init__(self, *, in_process: bool = False, ids: bool = True) -> None:
         self.in_process = in_process
+        self._ids = ids  # whether a Counted carries the batch's ids (a join window keeps them)
         self._pool: Executor | None = None
         self._pickles: dict[int, tuple[ModelReference, str, bytes]] = {}
         self._sent: set[str] = set()  # reference digests the current worker was sent
@@ -163,6 +169,7 @@ class Counting:
                     pickled if digest in unknown else None,
                     job.bucket_s,
                     job.spans,
+                    self._ids,
                 )
                 for job, (digest, pickled) in zip(group, pickles, strict=True)
             ]
@@ -210,6 +217,10 @@ class Counting:
         return found[1], found[2]
 
 
+def _widen(counts: npt.NDArray[np.int64] | npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+    return counts.astype(np.int64, copy=False)  # no copy when it came as int64
+
+
 # In the worker process.
 _references: dict[str, ModelReference] = {}
 
@@ -248,9 +259,10 @@ def _count_all(calls: list[tuple[Any, ...]]) -> list[Shipped | BaseException | N
 
 
 def _count_shipped(
-    payload: bytes, digest: str, pickled: bytes | None, bucket_s: int, spans: int
+    payload: bytes, digest: str, pickled: bytes | None, bucket_s: int, spans: int, ids: bool
 ) -> Shipped | None:
-    """Count one serialised batch; None when this worker does not know the reference."""
+    """Count one serialised batch (with its ids when ``ids``); None when this worker does
+    not know the reference."""
     reference = _references.get(digest)
     if reference is None:
         if pickled is None:
@@ -259,18 +271,19 @@ def _count_shipped(
             _references.clear()
         reference = _references[digest] = pickle.loads(pickled)  # noqa: S301 - our own pickle
     batch = ingest_pb2.PredictionBatch.FromString(payload)
-    return _ship(count_batch(batch, reference, bucket_s, spans, payload=payload))
+    return _ship(count_batch(batch, reference, bucket_s, spans, payload=payload), ids)
 
 
-def _ship(counted: Counted) -> Shipped:
-    """``counted`` as plain data: states as their buffers (the layout is the service's),
-    an error as its class and attributes (a DomainError's keyword arguments do not
-    survive pickling as an exception)."""
+def _ship(counted: Counted, ids: bool = True) -> Shipped:
+    """``counted`` as plain data: states as their buffers (the layout is the service's;
+    the counts as int32 when they fit), the ids only when ``ids``, an error as its class
+    and attributes (a DomainError's keyword arguments do not survive pickling as an
+    exception)."""
     error = None
     if counted.error is not None:
         error = (type(counted.error), counted.error.message, vars(counted.error))
     deltas = {
-        start: (state.buffers, state.unseen, rows)
+        start: ((_narrow(state.buffers[0]), *state.buffers[1:]), state.unseen, rows)
         for start, (state, rows) in counted.deltas.items()
     }
     return (
@@ -278,10 +291,20 @@ def _ship(counted: Counted) -> Shipped:
         counted.row_count,
         deltas,
         counted.spans,
-        counted.ids_json,
+        counted.ids_json if ids else "[]",
         counted.ignored_columns,
         counted.unseen,
     )
+
+
+INT32 = np.iinfo(np.int32)
+
+
+def _narrow(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | npt.NDArray[np.int32]:
+    """A batch's counts as int32 when every one fits (they count its rows), else as they are."""
+    if counts.size and INT32.min <= counts.min() and counts.max() <= INT32.max:
+        return counts.astype(np.int32)
+    return counts
 
 
 def _unship(shipped: Shipped, reference: ModelReference, payload: bytes) -> Counted:
@@ -293,7 +316,7 @@ def _unship(shipped: Shipped, reference: ModelReference, payload: bytes) -> Coun
         DomainError.__init__(error, message)
         vars(error).update(attributes)
     states = {
-        start: (State(reference.layout, buffers, seen), rows)
+        start: (State(reference.layout, (_widen(buffers[0]), *buffers[1:]), seen), rows)
         for start, (buffers, seen, rows) in deltas.items()
     }
     return Counted(

@@ -112,7 +112,7 @@ def build_monitor(
             keeping,
             alerting.notify,
             tracer,
-            Counting(in_process=not settings.count_process),
+            Counting(in_process=not settings.count_process, ids=keeping.keeps_rows),
             group_limit=settings.max_in_flight_batches // 2,
         ),
         Feedback(db, references, keeping, alerting.notify),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -17,9 +18,10 @@ import pytest
 from keel.client.profile import categorical_profile, numeric_profile
 from keel.monitor.v1 import ingest_pb2
 from services.common.errors import InvalidArgument, Unavailable
+from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
 from services.monitor.counted import Counted
-from services.monitor.counting import Counting
+from services.monitor.counting import Counting, _ship, _unship
 from services.monitor.reference import BINARY, FeatureSpec, ModelReference
 from tests.support.monitor_batches import column_raw, column_strings
 
@@ -106,6 +108,7 @@ def assert_same(got: Counted, want: Counted) -> None:
         theirs, their_rows = got.deltas[start]
         assert their_rows == rows
         assert theirs.layout is state.layout  # rebuilt on the service's own layout
+        assert theirs.buffers[0].dtype == np.int64  # sent as int32, counted on as int64
         for name, array in state.arrays.items():
             np.testing.assert_array_equal(theirs.arrays[name], array, err_msg=name)
 
@@ -117,6 +120,35 @@ async def test_the_worker_counts_exactly_what_a_thread_counts(
     for seed in (1, 2, 3):
         batch = prediction_batch(seed)
         assert_same(await worker.count(batch, ref, 300, 0), await thread.count(batch, ref, 300, 0))
+
+
+async def test_a_monitor_that_keeps_no_ids_gets_the_same_counts_without_them(
+    thread: Counting,
+) -> None:
+    ref, batch = reference(), prediction_batch(4)
+    idless = Counting(ids=False)
+    try:
+        got = await idless.count(batch, ref, 300, 0)
+    finally:
+        idless.close()
+    want = await thread.count(batch, ref, 300, 0)
+    assert got.ids_json == "[]" and len(want.ids) == ROWS
+    got.ids_json = want.ids_json  # the rest is the same
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("count", [2**31 - 1, 2**31, -(2**31) - 1])
+def test_counts_past_int32_travel_as_int64(count: int) -> None:
+    ref = reference()
+    state = State.empty(ref.layout)
+    state.buffers[0][:3] = [count, 0, 1]
+    counted = Counted(None, 1, {300: (state, 1)}, payload=b"x")
+    shipped = pickle.loads(pickle.dumps(_ship(counted)))
+    sent = shipped[2][300][0][0]
+    assert sent.dtype == (np.int32 if count == 2**31 - 1 else np.int64)
+    back = _unship(shipped, ref, b"x").deltas[300][0]
+    assert back.buffers[0].dtype == np.int64
+    np.testing.assert_array_equal(back.buffers[0], state.buffers[0])
 
 
 async def test_a_refused_batch_names_its_field_from_the_worker_too(

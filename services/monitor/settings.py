@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.db import sqlite_page_size
@@ -92,6 +92,16 @@ class MonitorSettings(DatabaseSettings):
                 f"seconds, got {value}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _ids_for_the_stream(self) -> MonitorSettings:
+        if self.nats_url and self.join_window_s == 0:
+            raise ValueError(
+                "join_window_s: a monitor reading JetStream (nats_url) recognises a redelivered "
+                "batch by its prediction ids, so it needs a join window of at least "
+                f"{MIN_JOIN_WINDOW_S} seconds, got 0"
+            )
+        return self
 
     @field_validator("sqlite_page_size")
     @classmethod

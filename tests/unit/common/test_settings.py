@@ -67,3 +67,13 @@ def test_no_join_window_or_one_of_a_minute_or_more_is_taken(
 ) -> None:
     monkeypatch.setenv("KEEL_MONITOR_JOIN_WINDOW_S", str(seconds))
     assert MonitorSettings().join_window_s == seconds
+
+
+def test_a_monitor_reading_jetstream_needs_a_join_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_MONITOR_JOIN_WINDOW_S", "0")
+    monkeypatch.setenv("KEEL_MONITOR_NATS_URL", "nats://127.0.0.1:4222")
+    with pytest.raises(ValidationError) as caught:
+        MonitorSettings()
+    assert "join_window_s" in str(caught.value) and "redelivered" in str(caught.value)
+    monkeypatch.setenv("KEEL_MONITOR_JOIN_WINDOW_S", "60")
+    assert MonitorSettings().join_window_s == 60

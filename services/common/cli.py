@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from services.common.service import Listening, ServiceSpec, run, write_ready_file
 from services.common.supervisor import Child, Supervisor, run_until_signalled
@@ -22,6 +24,7 @@ from services.common.supervisor import Child, Supervisor, run_until_signalled
 # issue that builds it.
 SERVICES = {"registry": 3, "monitor": 5, "inference": 4}
 EXIT_NOTHING_TO_RUN = 3
+EXIT_BAD_SETTINGS = 2  # as for a bad command-line flag
 
 PortOption = Annotated[int | None, typer.Option("--port", help="gRPC port; 0 picks a free one.")]
 HostOption = Annotated[str | None, typer.Option("--host", help="Interface to listen on.")]
@@ -78,12 +81,31 @@ def serve_app(name: str) -> typer.Typer:
         overrides = {
             key: value for key, value in flags.items() if key == "metrics_port" or value is not None
         }
-        settings = spec.settings(**overrides)
+        try:
+            settings = spec.settings(**overrides)
+        except ValidationError as error:
+            for line in settings_errors(spec.settings, error):
+                typer.echo(f"keel {name} serve: {line}", err=True)
+            raise typer.Exit(EXIT_BAD_SETTINGS) from None
         if workers > 1:
             raise typer.Exit(run_workers(name, workers, settings, ready_file))
         run(spec, settings, ready_file)
 
     return app
+
+
+def settings_errors(settings: type[BaseSettings], error: ValidationError) -> list[str]:
+    """One line per invalid setting, named as the environment variable that sets it."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    lines = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        where = [str(part) for part in problem["loc"]]
+        named = f"{prefix}{where[0]}".upper() + ": " if where else ""
+        if problem["type"] != "value_error":  # a validator of ours says what came
+            message += f", got {problem['input']!r}"
+        lines.append(f"{named}{message}")
+    return lines
 
 
 def up(

@@ -97,9 +97,9 @@ class MonitorSettings(DatabaseSettings):
     def _ids_for_the_stream(self) -> MonitorSettings:
         if self.nats_url and self.join_window_s == 0:
             raise ValueError(
-                "join_window_s: a monitor reading JetStream (nats_url) recognises a redelivered "
-                "batch by its prediction ids, so it needs a join window of at least "
-                f"{MIN_JOIN_WINDOW_S} seconds, got 0"
+                "KEEL_MONITOR_JOIN_WINDOW_S (join_window_s): a monitor reading JetStream "
+                "(KEEL_MONITOR_NATS_URL) recognises a redelivered batch by its prediction ids, "
+                f"so it needs a join window of at least {MIN_JOIN_WINDOW_S} seconds, got 0"
             )
         return self
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,12 @@ import numpy as np
 import numpy.typing as npt
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Connection
 
 from keel.monitor.v1 import ingest_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import monitor_pb2_grpc as pb_grpc
+from services.common.db import make_engine
 from services.common.server import build_server
 from services.monitor.service import open_monitor
 from services.monitor.settings import MonitorSettings
@@ -61,6 +63,26 @@ async def running_monitor(
                 yield Monitor(pb_grpc.MonitorServiceStub(channel), address)
         finally:
             await server.stop(None)
+
+
+@contextmanager
+def monitor_database(database_url: str) -> Iterator[Connection]:
+    """A transaction on a running monitor's database, from the test's side (committed when
+    the block ends)."""
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+async def log_rows(
+    monitor: Monitor, version: int, ids: Sequence[str], seed: int, sequence: int = 0
+) -> pb.LogPredictionBatchResponse:
+    """Log a seeded batch of model ``m``'s predictions, one row per id."""
+    message = batch("m", version, frame(len(ids), seed).to_numpy(), ids, sequence=sequence)
+    return await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
 
 
 def frame(rows: int, seed: int, shift: float = 0.0, columns: int = 4) -> Any:

@@ -11,20 +11,17 @@ import numpy as np
 
 from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import reports_pb2 as rp
-from services.common.db import make_engine
 from services.monitor.ingest import expire
 from services.monitor.settings import MonitorSettings
-from tests.support.monitor import Monitor, batch, feedback, frame, log_classifier
+from tests.support.monitor import (
+    Monitor,
+    feedback,
+    log_classifier,
+    log_rows,
+    monitor_database,
+)
 
 WINDOW_NS = MonitorSettings().join_window_s * 1_000_000_000
-
-
-async def _log(
-    monitor: Monitor, version: int, ids: list[str], seed: int
-) -> pb.LogPredictionBatchResponse:
-    x = frame(len(ids), seed).to_numpy()
-    message = batch("m", version, x, ids)
-    return await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
 
 
 async def _found(monitor: Monitor, prediction_id: str) -> bool:
@@ -38,12 +35,8 @@ async def _found(monitor: Monitor, prediction_id: str) -> bool:
 
 
 def _expire(database_url: str, now: int, limit: int = 256) -> int:
-    engine = make_engine(database_url)
-    try:
-        with engine.begin() as connection:
-            return expire(connection, now, limit)
-    finally:
-        engine.dispose()
+    with monitor_database(database_url) as connection:
+        return expire(connection, now, limit)
 
 
 async def test_expiry_forgets_each_segment_with_exactly_its_own_ids(
@@ -51,14 +44,14 @@ async def test_expiry_forgets_each_segment_with_exactly_its_own_ids(
 ) -> None:
     version = await log_classifier(registry_address, "m")
     first = [f"a{i}" for i in range(100)]
-    await _log(monitor, version, first, 1)
+    await log_rows(monitor, version, first, 1)
     # Re-sent unsequenced within the window, a0..a9 are duplicates and stay a's ids.
     second = first[:10] + [f"b{i}" for i in range(40)]
-    ack = (await _log(monitor, version, second, 2)).ack
+    ack = (await log_rows(monitor, version, second, 2)).ack
     assert (ack.applied_rows, ack.duplicate_rows) == (40, 10)
     between = time.time_ns()
     third = [f"c{i}" for i in range(30)]
-    await _log(monitor, version, third, 3)
+    await log_rows(monitor, version, third, 3)
     before = await monitor.stub.ComputeDataQuality(
         pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/m"))
     )
@@ -76,7 +69,7 @@ async def test_expiry_forgets_each_segment_with_exactly_its_own_ids(
     reply = await monitor.stub.LogFeedback(feedback("m", ["a1", "b1", "c1"], np.ones(3)))
     assert (reply.matched_count, reply.unmatched_count) == (1, 2)
     # A forgotten id sent again is a new prediction; a kept one is still a duplicate.
-    ack = (await _log(monitor, version, ["a0", "c0"], 4)).ack
+    ack = (await log_rows(monitor, version, ["a0", "c0"], 4)).ack
     assert (ack.applied_rows, ack.duplicate_rows) == (1, 1)
     after = await monitor.stub.ComputeDataQuality(
         pb.ComputeDataQualityRequest(scope=rp.ReportScope(model="models/m"))
@@ -93,7 +86,7 @@ async def test_a_label_still_waiting_for_its_prediction_is_dropped_with_the_wind
     _expire(database_urls[1], time.time_ns() + WINDOW_NS + 1)
     reply = await monitor.stub.LogFeedback(feedback("m", ["z2"], [1]))
     assert reply.unmatched_count == 1
-    await _log(monitor, version, ["z1", "z2"], 5)
+    await log_rows(monitor, version, ["z1", "z2"], 5)
     labels = {}
     for prediction_id in ("z1", "z2"):
         request = pb.GetPredictionRequest(model="models/m", prediction_id=prediction_id)

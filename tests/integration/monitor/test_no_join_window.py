@@ -16,9 +16,15 @@ from sqlalchemy import func, select
 from keel.monitor.v1 import ingest_pb2
 from keel.monitor.v1 import monitor_pb2 as pb
 from keel.monitor.v1 import reports_pb2 as rp
-from services.common.db import make_engine
 from services.monitor.tables import IDS, SEGMENTS
-from tests.support.monitor import Monitor, batch, feedback, frame, log_classifier, running_monitor
+from tests.support.monitor import (
+    Monitor,
+    feedback,
+    log_classifier,
+    log_rows,
+    monitor_database,
+    running_monitor,
+)
 
 
 @pytest.fixture
@@ -34,20 +40,14 @@ async def windowless(
 async def _log(
     monitor: Monitor, version: int, ids: list[str], seed: int, sequence: int = 0
 ) -> ingest_pb2.BatchAck:
-    message = batch("m", version, frame(len(ids), seed).to_numpy(), ids, sequence=sequence)
-    reply = await monitor.stub.LogPredictionBatch(pb.LogPredictionBatchRequest(batch=message))
-    return reply.ack
+    return (await log_rows(monitor, version, ids, seed, sequence)).ack
 
 
 def _kept(database_url: str) -> tuple[int, int]:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            segments = connection.execute(select(func.count()).select_from(SEGMENTS)).scalar()
-            ids = connection.execute(select(func.count()).select_from(IDS)).scalar()
-            return int(segments or 0), int(ids or 0)
-    finally:
-        engine.dispose()
+    with monitor_database(database_url) as connection:
+        segments = connection.execute(select(func.count()).select_from(SEGMENTS)).scalar()
+        ids = connection.execute(select(func.count()).select_from(IDS)).scalar()
+        return int(segments or 0), int(ids or 0)
 
 
 async def test_batches_count_and_leave_no_rows_behind(

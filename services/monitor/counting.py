@@ -217,10 +217,6 @@ class Counting:
         return found[1], found[2]
 
 
-def _widen(counts: npt.NDArray[np.int64] | npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
-    return counts.astype(np.int64, copy=False)  # no copy when it came as int64
-
-
 # In the worker process.
 _references: dict[str, ModelReference] = {}
 
@@ -305,6 +301,10 @@ def _narrow(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | npt.NDArra
     if counts.size and INT32.min <= counts.min() and counts.max() <= INT32.max:
         return counts.astype(np.int32)
     return counts
+
+
+def _widen(counts: npt.NDArray[np.int64] | npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+    return counts.astype(np.int64, copy=False)  # no copy when it came as int64
 
 
 def _unship(shipped: Shipped, reference: ModelReference, payload: bytes) -> Counted:

@@ -19,10 +19,11 @@ from services.monitor.buckets import BucketWriter
 from services.monitor.feedback import FeedbackCounts, Keeping, Label, apply_feedback
 from services.monitor.reference import ModelReference
 from services.monitor.references import References
+from services.monitor.settings import MIN_JOIN_WINDOW_S
 
 NO_ROWS_KEPT = (
     "this monitor keeps no logged predictions to join labels to (KEEL_MONITOR_JOIN_WINDOW_S=0); "
-    "labels need a join window of at least 60 seconds"
+    f"labels need a join window of at least {MIN_JOIN_WINDOW_S} seconds"
 )
 
 

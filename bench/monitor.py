@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,14 @@ from bench import monitor_data as data
 from bench import procs
 from bench.inference_servers import Running, start_registry, stop
 from bench.monitor_batches import LoggedModel, Plan, bodies, parse
-from bench.monitor_load import MonitorRefused, Progress, RssSamples, drift_calls, ingest
+from bench.monitor_load import (
+    Ingestion,
+    MonitorRefused,
+    Progress,
+    RssSamples,
+    drift_calls,
+    ingest,
+)
 from bench.monitor_load import sample_rss as sample
 from bench.monitor_model import Trained, register, train
 from bench.monitor_report import (
@@ -52,7 +60,7 @@ from bench.monitor_report import (
     keel_lines,
     verdict_lines,
 )
-from bench.stats import CpuMeter, machine_note
+from bench.stats import CpuMeter, CpuShare, machine_note
 from services.common.service import read_ready_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,16 +139,23 @@ async def _ingest_once(
     keel.requests_s.append(time.perf_counter() - started)
     streams = [(p.producer, r, p.batches) for p, r in zip(plans, prebuilt, strict=True)]
     one = len(plans) == 1
-    with CpuMeter(monitors.keel.proc.pid) as cpu:
-        done = await ingest(monitors.keel.address, streams, Progress())
+    done, share = await _metered(monitors.keel, streams, Progress())
     (keel.single if one else keel.double).append(done)
-    (keel.cpu_single if one else keel.cpu_double).append(cpu.share)
+    (keel.cpu_single if one else keel.cpu_double).append(share)
     floored = await ingest(monitors.floor.address, streams, Progress())
     (keel.floor_single if one else keel.floor_double).append(floored)
-    with CpuMeter(monitors.windowless.proc.pid) as cpu:
-        done = await ingest(monitors.windowless.address, streams, Progress())
+    done, share = await _metered(monitors.windowless, streams, Progress())
     (keel.windowless_single if one else keel.windowless_double).append(done)
-    (keel.cpu_windowless_single if one else keel.cpu_windowless_double).append(cpu.share)
+    (keel.cpu_windowless_single if one else keel.cpu_windowless_double).append(share)
+
+
+async def _metered(
+    server: Running, streams: Sequence[tuple[str, Iterable[bytes], int]], progress: Progress
+) -> tuple[Ingestion, CpuShare]:
+    """``streams`` ingested by ``server``, and the CPU it (and this process) used meanwhile."""
+    with CpuMeter(server.proc.pid) as cpu:
+        done = await ingest(server.address, streams, progress)
+    return done, cpu.share
 
 
 async def _rss_phase(
@@ -152,9 +167,7 @@ async def _rss_phase(
     sampler = asyncio.create_task(sample(monitor.proc.pid, progress, stop_sampling, keel.rss))
     try:
         stream = (plan.producer, plan.requests(batch_bodies), plan.batches)
-        with CpuMeter(monitor.proc.pid) as cpu:
-            keel.rss_ingestion = await ingest(monitor.address, [stream], progress)
-        keel.cpu_rss = cpu.share
+        keel.rss_ingestion, keel.cpu_rss = await _metered(monitor, [stream], progress)
     finally:
         stop_sampling.set()
         await sampler

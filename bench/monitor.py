@@ -22,6 +22,10 @@ data by half a standard deviation (``bench.monitor_data``).
    1,000,000) while the monitor's RSS is sampled every 0.5 s, and ``ComputeDrift`` again.
 3. The figures beside the goals (>= 500,000 rows/s, >= 30x Evidently's rows/s, verdict
    <= 10 ms at any volume, RSS flat), and both tools' per-column verdicts side by side.
+4. Where the CPU goes: each server's CPU per 1,000 rows (the monitor, the one with no join
+   window, the floor) and this client's; what the join window's storage costs in
+   ``sqlite3`` alone (``bench.monitor_storage``); and what the machine's cores leave the
+   monitor per 1,000 rows at 30x Evidently's rows/s.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from bench.monitor_report import (
     keel_lines,
     verdict_lines,
 )
+from bench.monitor_storage import storage_cost
 from bench.stats import CpuMeter, CpuShare, machine_note
 from services.common.service import read_ready_file
 
@@ -142,8 +147,9 @@ async def _ingest_once(
     done, share = await _metered(monitors.keel, streams, Progress())
     (keel.single if one else keel.double).append(done)
     (keel.cpu_single if one else keel.cpu_double).append(share)
-    floored = await ingest(monitors.floor.address, streams, Progress())
+    floored, share = await _metered(monitors.floor, streams, Progress())
     (keel.floor_single if one else keel.floor_double).append(floored)
+    (keel.cpu_floor_single if one else keel.cpu_floor_double).append(share)
     done, share = await _metered(monitors.windowless, streams, Progress())
     (keel.windowless_single if one else keel.windowless_double).append(done)
     (keel.cpu_windowless_single if one else keel.cpu_windowless_double).append(share)
@@ -225,6 +231,7 @@ async def keel_half(
     sent += day.rows
     timings = await drift_calls(monitor.address, logged.model, logged.version, DRIFT_CALLS)
     keel.verdicts.append(Verdicts(sent, timings, DAY_BUCKETS))
+    keel.storage = storage_cost(sample_batch.SerializeToString(), sample_batch.row_count)
     return keel
 
 

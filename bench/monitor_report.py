@@ -4,11 +4,13 @@ by side."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench import monitor_data as data
 from bench.monitor_load import DriftTimings, Ingestion, RssSamples
+from bench.monitor_storage import StorageCost
 from bench.stats import CpuShare, median, percentile_ms
 from keel.monitor.v1 import monitor_pb2, reports_pb2
 
@@ -58,6 +60,8 @@ class KeelFigures:
     # the same streams to bench.monitor_floor (parses and acks, nothing else)
     floor_single: list[Ingestion] = field(default_factory=list)
     floor_double: list[Ingestion] = field(default_factory=list)
+    cpu_floor_single: list[CpuShare] = field(default_factory=list)
+    cpu_floor_double: list[CpuShare] = field(default_factory=list)
     # the same streams to a monitor with KEEL_MONITOR_JOIN_WINDOW_S=0 (aggregates only)
     windowless_single: list[Ingestion] = field(default_factory=list)
     windowless_double: list[Ingestion] = field(default_factory=list)
@@ -71,6 +75,7 @@ class KeelFigures:
     rss_ingestion: Ingestion | None = None
     cpu_rss: CpuShare | None = None
     disk_mb: float = 0.0  # the monitor's --data-dir after the RSS phase
+    storage: StorageCost | None = None  # the join window's storage in sqlite3 alone
 
 
 def evidently_lines(ev: Evidently) -> None:
@@ -100,6 +105,16 @@ def _cpu(shares: list[CpuShare]) -> str:
     if not shares:
         return "?"
     return shares[len(shares) // 2].describe()
+
+
+def _ms_per_thousand(ingestions: list[Ingestion], shares: list[CpuShare], *, client: bool) -> float:
+    """Median CPU milliseconds per 1,000 rows of the server's processes (or the client)."""
+    costs: list[float] = []
+    for ingestion, share in zip(ingestions, shares, strict=True):
+        used = share.client if client else share.server
+        if used is not None:  # None: the server's CPU could not be read
+            costs.append(1e6 * used / ingestion.rows_per_s)
+    return median(costs)
 
 
 def _goal(label: str, value: str, goal: str, met: bool) -> None:
@@ -153,6 +168,7 @@ def keel_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
         )
     rss_lines(keel)
     ratio_lines(keel, evidently)
+    cpu_lines(keel, evidently)
 
 
 def rss_lines(keel: KeelFigures) -> None:
@@ -241,6 +257,43 @@ def ratio_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
             f"{p50:.2f}/{p90:.2f} ms",
             f"<= {GOAL_VERDICT_MS:g} ms",
             p90 <= GOAL_VERDICT_MS,
+        )
+
+
+def cpu_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
+    """CPU per 1,000 rows of each server, and what the machine's cores leave the monitor
+    at the ratio the issue asks for."""
+    print("CPU per 1,000 rows ingested (ms, medians over the runs of 1 and 2 producers)")
+    measured = (
+        ("default monitor (its processes)", keel.single + keel.double,
+         keel.cpu_single + keel.cpu_double),
+        ("no join window", keel.windowless_single + keel.windowless_double,
+         keel.cpu_windowless_single + keel.cpu_windowless_double),
+        ("floor (a bare grpc.aio server)", keel.floor_single + keel.floor_double,
+         keel.cpu_floor_single + keel.cpu_floor_double),
+    )  # fmt: skip
+    for label, runs, shares in measured:
+        if runs and len(shares) == len(runs):
+            print(f"  {label:<52}{_ms_per_thousand(runs, shares, client=False):>8.2f}")
+    every_run = [run for _, runs, _ in measured for run in runs]
+    every_share = [share for _, _, shares in measured for share in shares]
+    client = _ms_per_thousand(every_run, every_share, client=True) if every_share else 0.0
+    print(f"  {'this client, sending':<52}{client:>8.2f}")
+    if keel.storage is not None:
+        cost = keel.storage
+        print(
+            f"  {'the join window storage alone, sqlite3':<52}{cost.per_thousand_rows_ms:>8.2f}"
+            f"  ({cost.write_ms:.2f} written + {cost.checkpoint_ms:.2f} checkpointed per batch "
+            f"of {cost.rows:,} rows and {cost.payload_bytes / 1024:.0f} KiB: a segment and its "
+            "ids, the monitor's statements, 32 batches a transaction)"
+        )
+    if evidently is not None and every_share:
+        cores = os.cpu_count() or 1
+        target = GOAL_RATIO * evidently.rows_per_s
+        budget = 1e6 * cores / target - client
+        print(
+            f"  at {GOAL_RATIO}x evidently ({target:,.0f} rows/s), {cores} cores busy all the "
+            f"time leave the server {budget:.2f} ms (this client's share taken out)"
         )
 
 

@@ -1,16 +1,19 @@
 """Counting in the monitor's worker process: the counts, ids and refusals that come back
 are exactly what counting in a thread gives, the worker learns a version's reference
 once, and a worker that dies fails only the batches it held (UNAVAILABLE: the producer
-resends them) while the next batch starts another."""
+resends them) while the next batch starts another. The pipes to and from a worker take a
+whole call at once."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pickle
 import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ from services.common.errors import InvalidArgument, Unavailable
 from services.monitor.aggregates import State
 from services.monitor.convert import column_reference
 from services.monitor.counted import Counted
-from services.monitor.counting import Counting, _ship, _unship
+from services.monitor.counting import PIPE_BYTES, Counting, _ship, _unship
 from services.monitor.reference import BINARY, FeatureSpec, ModelReference
 from tests.support.monitor_batches import column_raw, column_strings
 
@@ -179,6 +182,29 @@ async def test_a_worker_that_dies_fails_what_it_held_and_the_next_batch_starts_a
     batch = prediction_batch(7)
     assert_same(await worker.count(batch, ref, 300, 0), await thread.count(batch, ref, 300, 0))
     assert worker._pool is not pool  # noqa: SLF001
+    if pipes_may_grow():
+        assert pipe_sizes(worker) == [PIPE_BYTES, PIPE_BYTES]  # the new worker's too
+
+
+def pipes_may_grow() -> bool:
+    return int(Path("/proc/sys/fs/pipe-max-size").read_text()) >= PIPE_BYTES
+
+
+def pipe_sizes(counting: Counting) -> list[int]:
+    """The sizes of the worker's call and answer pipes (CPython's names for them)."""
+    pool = counting._pool  # noqa: SLF001
+    assert isinstance(pool, ProcessPoolExecutor)
+    queues = [pool._call_queue, pool._result_queue]  # type: ignore[attr-defined]  # noqa: SLF001
+    return [fcntl.fcntl(queue._writer.fileno(), fcntl.F_GETPIPE_SZ) for queue in queues]
+
+
+async def test_the_pipes_to_a_worker_take_a_whole_call_at_once(worker: Counting) -> None:
+    # Eight batches of the benchmark's size (~100 KB each) in one write, where Linux's
+    # default pipe holds 64 KiB.
+    if not pipes_may_grow():
+        pytest.skip(f"this machine's fs.pipe-max-size is below {PIPE_BYTES} bytes")
+    worker.start()
+    assert pipe_sizes(worker) == [PIPE_BYTES, PIPE_BYTES]
 
 
 async def test_a_worker_that_lost_a_reference_gets_it_again(

@@ -143,16 +143,13 @@ async def _ingest_once(
     prebuilt = [list(plan.requests(batch_bodies)) for plan in plans]
     keel.requests_s.append(time.perf_counter() - started)
     streams = [(p.producer, r, p.batches) for p, r in zip(plans, prebuilt, strict=True)]
-    one = len(plans) == 1
-    done, share = await _metered(monitors.keel, streams, Progress())
-    (keel.single if one else keel.double).append(done)
-    (keel.cpu_single if one else keel.cpu_double).append(share)
-    floored, share = await _metered(monitors.floor, streams, Progress())
-    (keel.floor_single if one else keel.floor_double).append(floored)
-    (keel.cpu_floor_single if one else keel.cpu_floor_double).append(share)
-    done, share = await _metered(monitors.windowless, streams, Progress())
-    (keel.windowless_single if one else keel.windowless_double).append(done)
-    (keel.cpu_windowless_single if one else keel.cpu_windowless_double).append(share)
+    for server, runs in (
+        (monitors.keel, keel.default),
+        (monitors.floor, keel.floor),
+        (monitors.windowless, keel.windowless),
+    ):
+        done, share = await _metered(server, streams, Progress())
+        runs.add(len(plans), done, share)
 
 
 async def _metered(

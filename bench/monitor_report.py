@@ -52,21 +52,35 @@ class Verdicts:
 
 
 @dataclass
-class KeelFigures:
+class ServerRuns:
+    """One server's ingestions of the benchmark's streams, from one producer and from two,
+    each with the CPU used meanwhile."""
+
     single: list[Ingestion] = field(default_factory=list)
     double: list[Ingestion] = field(default_factory=list)
     cpu_single: list[CpuShare] = field(default_factory=list)
     cpu_double: list[CpuShare] = field(default_factory=list)
+
+    def add(self, producers: int, ingestion: Ingestion, share: CpuShare) -> None:
+        (self.single if producers == 1 else self.double).append(ingestion)
+        (self.cpu_single if producers == 1 else self.cpu_double).append(share)
+
+    @property
+    def every(self) -> list[Ingestion]:
+        return self.single + self.double
+
+    @property
+    def every_cpu(self) -> list[CpuShare]:
+        return self.cpu_single + self.cpu_double
+
+
+@dataclass
+class KeelFigures:
+    default: ServerRuns = field(default_factory=ServerRuns)  # Keel's monitor as it starts
     # the same streams to bench.monitor_floor (parses and acks, nothing else)
-    floor_single: list[Ingestion] = field(default_factory=list)
-    floor_double: list[Ingestion] = field(default_factory=list)
-    cpu_floor_single: list[CpuShare] = field(default_factory=list)
-    cpu_floor_double: list[CpuShare] = field(default_factory=list)
+    floor: ServerRuns = field(default_factory=ServerRuns)
     # the same streams to a monitor with KEEL_MONITOR_JOIN_WINDOW_S=0 (aggregates only)
-    windowless_single: list[Ingestion] = field(default_factory=list)
-    windowless_double: list[Ingestion] = field(default_factory=list)
-    cpu_windowless_single: list[CpuShare] = field(default_factory=list)
-    cpu_windowless_double: list[CpuShare] = field(default_factory=list)
+    windowless: ServerRuns = field(default_factory=ServerRuns)
     bodies_s: float = 0.0  # building every batch body (features, outputs, times)
     requests_s: list[float] = field(default_factory=list)  # headers + framing, per ingestion
     verdicts: list[Verdicts] = field(default_factory=list)
@@ -122,40 +136,40 @@ def _goal(label: str, value: str, goal: str, met: bool) -> None:
 
 
 def keel_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
-    rows = keel.single[0].rows if keel.single else 0
+    rows = keel.default.single[0].rows if keel.default.single else 0
     batches = rows // data.BLOCK
     print(
         f"keel monitor: {rows:,} rows per ingestion in {batches:,} batches of {data.BLOCK:,} "
-        f"rows, {len(keel.single)} run(s), medians; pre-built before timing: bodies "
+        f"rows, {len(keel.default.single)} run(s), medians; pre-built before timing: bodies "
         f"{1e6 * keel.bodies_s / max(batches, 1):.0f} us/batch, ids + framing "
         f"{1e6 * median(keel.requests_s) / max(batches, 1):.0f} us/batch (not counted)"
     )
     print(f"{'':<30}{'rows/s':>12}{'seconds':>10}  CPU (fraction of a core)")
     for label, runs, cpu in (
-        ("1 producer", keel.single, keel.cpu_single),
-        ("2 producers", keel.double, keel.cpu_double),
-        ("no join window, 1 producer", keel.windowless_single, keel.cpu_windowless_single),
-        ("no join window, 2 producers", keel.windowless_double, keel.cpu_windowless_double),
+        ("1 producer", keel.default.single, keel.default.cpu_single),
+        ("2 producers", keel.default.double, keel.default.cpu_double),
+        ("no join window, 1 producer", keel.windowless.single, keel.windowless.cpu_single),
+        ("no join window, 2 producers", keel.windowless.double, keel.windowless.cpu_double),
     ):
         if runs:
             seconds = median([i.seconds for i in runs])
             print(f"  {label:<28}{_rate(runs):>12,.0f}{seconds:>10.2f}  {_cpu(cpu)}")
-    for label, runs in (("1 producer", keel.floor_single), ("2 producers", keel.floor_double)):
+    for label, runs in (("1 producer", keel.floor.single), ("2 producers", keel.floor.double)):
         if runs:
             seconds = median([i.seconds for i in runs])
             print(f"  floor, {label:<21}{_rate(runs):>12,.0f}{seconds:>10.2f}")
-    if keel.floor_single:
+    if keel.floor.single:
         print(
             "  (floor: a bare grpc.aio LogPredictions that parses each batch and acks it, "
             "the same streams right after Keel's)"
         )
-    if keel.windowless_single:
+    if keel.windowless.single:
         print(
             "  (no join window: a second monitor with KEEL_MONITOR_JOIN_WINDOW_S=0, which keeps "
             "no logged rows, so no labels and no re-sent-id check; the same streams after the "
             "floor)"
         )
-    windows = sorted({w for i in keel.single + keel.double for p in i.producers for w in p.windows})
+    windows = sorted({w for i in keel.default.every for p in i.producers for w in p.windows})
     print(f"  flow-control windows seen (max_in_flight_batches): {windows}")
     for verdict in keel.verdicts:
         t = verdict.timings
@@ -210,23 +224,24 @@ def rss_lines(keel: KeelFigures) -> None:
 
 def ratio_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
     print("goals (issue 5)")
-    single = _rate(keel.single)
+    single = _rate(keel.default.single)
     _goal(
         "keel rows/s, 1 producer",
         f"{single:,.0f}",
         f">= {GOAL_ROWS_PER_S:,}",
         single >= GOAL_ROWS_PER_S,
     )
-    double = _rate(keel.double)
+    double = _rate(keel.default.double)
     _goal(
         "keel rows/s, 2 producers",
         f"{double:,.0f}",
         f">= {GOAL_ROWS_PER_S:,}",
         double >= GOAL_ROWS_PER_S,
     )
-    if keel.floor_single:
+    if keel.floor.single:
         ceiling = [
-            f.rows_per_s / k.rows_per_s for f, k in zip(keel.floor_single, keel.single, strict=True)
+            f.rows_per_s / k.rows_per_s
+            for f, k in zip(keel.floor.single, keel.default.single, strict=True)
         ]
         print(
             f"  {'floor / keel rows/s, 1 producer (what the stream allows)':<52}"
@@ -240,8 +255,8 @@ def ratio_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
             f">= {GOAL_RATIO}x",
             ratio >= GOAL_RATIO,
         )
-        if keel.windowless_single:
-            best = max(_rate(keel.windowless_single), _rate(keel.windowless_double))
+        if keel.windowless.single:
+            best = max(_rate(keel.windowless.single), _rate(keel.windowless.double))
             ratio = best / evidently.rows_per_s
             _goal(
                 "  the same, no join window (aggregates only)",
@@ -265,18 +280,16 @@ def cpu_lines(keel: KeelFigures, evidently: Evidently | None) -> None:
     at the ratio the issue asks for."""
     print("CPU per 1,000 rows ingested (ms, medians over the runs of 1 and 2 producers)")
     measured = (
-        ("default monitor (its processes)", keel.single + keel.double,
-         keel.cpu_single + keel.cpu_double),
-        ("no join window", keel.windowless_single + keel.windowless_double,
-         keel.cpu_windowless_single + keel.cpu_windowless_double),
-        ("floor (a bare grpc.aio server)", keel.floor_single + keel.floor_double,
-         keel.cpu_floor_single + keel.cpu_floor_double),
-    )  # fmt: skip
-    for label, runs, shares in measured:
-        if runs and len(shares) == len(runs):
-            print(f"  {label:<52}{_ms_per_thousand(runs, shares, client=False):>8.2f}")
-    every_run = [run for _, runs, _ in measured for run in runs]
-    every_share = [share for _, _, shares in measured for share in shares]
+        ("default monitor (its processes)", keel.default),
+        ("no join window", keel.windowless),
+        ("floor (a bare grpc.aio server)", keel.floor),
+    )
+    for label, server in measured:
+        if server.every and len(server.every_cpu) == len(server.every):
+            spent = _ms_per_thousand(server.every, server.every_cpu, client=False)
+            print(f"  {label:<52}{spent:>8.2f}")
+    every_run = [run for _, server in measured for run in server.every]
+    every_share = [share for _, server in measured for share in server.every_cpu]
     client = _ms_per_thousand(every_run, every_share, client=True) if every_share else 0.0
     print(f"  {'this client, sending':<52}{client:>8.2f}")
     if keel.storage is not None:
